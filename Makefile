@@ -1,0 +1,32 @@
+# Two commands do everything: `make run` (default pipeline -> reports/default/) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RUN ?= default
+PARAMS ?= params/default.yaml
+
+.PHONY: run test notebooks bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m brainvlm run --params $(PARAMS) --run $(RUN)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+# Regenerate every .ipynb from its .py source (the .py files are what people edit).
+notebooks: $(VENV)/.installed
+	$(VENV)/bin/jupytext --sync notebooks/[0-9]*.py
+
+bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
+	$(PY) benchmarks/bench_volumes.py
+
+clean:
+	rm -rf reports/*/ .cache

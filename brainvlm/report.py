@@ -1,0 +1,86 @@
+"""What notebooks hand to the report: the run folder, metrics files, figures and expectations."""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import re
+from pathlib import Path
+from typing import Any
+
+from brainvlm.paths import REPORTS_DIR
+
+INTERACTIVE_RUN = "interactive"  # where a notebook opened by hand (no runner) writes
+COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+EXPECTATION = re.compile(r"^\s*(>=|<=|==|>|<)\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
+
+
+class ExpectationError(AssertionError):
+    """A measured metric that does not meet what the params file expects."""
+
+
+def resolve_run_dir(run_dir: str | Path | None) -> Path:
+    """The run folder a notebook writes into: the runner's, or ``reports/interactive`` when run by hand."""
+    path = Path(run_dir) if run_dir else REPORTS_DIR / INTERACTIVE_RUN
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json(data: Any, path: Path) -> Path:
+    """Write JSON deterministically (sorted keys, fixed indentation, trailing newline)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return value.as_posix()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_metrics(run_dir: Path, notebook: str, metrics: dict[str, Any]) -> Path:
+    """Write a notebook's headline metrics to ``metrics/<notebook>.json``."""
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+    return write_json(clean, Path(run_dir) / "metrics" / f"{notebook}.json")
+
+
+def save_figure(fig, run_dir: Path, name: str) -> list[Path]:
+    """Save a matplotlib figure as PNG (200 dpi) and SVG under ``figures/`` for papers."""
+    out = Path(run_dir) / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.svg"]
+    fig.savefig(paths[0], dpi=200, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(paths[1], bbox_inches="tight")
+    return paths
+
+
+def check_expectations(metrics: dict[str, Any], expect: dict[str, str]) -> list[dict[str, Any]]:
+    """Check the expectations whose key is one of ``metrics``; return one row per checked key.
+
+    Args:
+        metrics: a notebook's headline metrics.
+        expect: params' ``expect`` mapping, e.g. ``{"sex.test_accuracy": ">= 0.90"}``.
+
+    Raises:
+        ExpectationError: listing every expectation that failed, with the measured values.
+    """
+    rows, failed = [], []
+    for key, rule in sorted(expect.items()):
+        if key not in metrics:
+            continue
+        match = EXPECTATION.match(str(rule))
+        if not match:
+            raise ExpectationError(f"expect['{key}'] = {rule!r}: write a comparison such as '>= 0.90'")
+        op, bound = match.group(1), float(match.group(2))
+        value = metrics[key]
+        ok = value is not None and COMPARISONS[op](float(value), bound)
+        rows.append({"metric": key, "expected": f"{op} {bound:g}", "measured": value, "passed": ok})
+        if not ok:
+            failed.append(f"{key} = {value} (expected {op} {bound:g})")
+    if failed:
+        raise ExpectationError("expectations not met: " + "; ".join(failed))
+    return rows
