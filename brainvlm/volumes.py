@@ -1,0 +1,420 @@
+"""Brain volumes: NIfTI loading in RAS, modality-specific preprocessing, 2D views, one cached entry point.
+
+One image part of a sample becomes pixels in three steps:
+
+    load_volume        nibabel, closest canonical orientation (RAS); a 4D fMRI series reduced to 3D
+    preprocess_volume  resample to the target grid, then sMRI/fMRI: clip to robust percentiles inside a
+                       brain mask and scale to [0, 1] (background 0); dMRI scalar maps: clip to [0, 1]
+    render_view        one slice, the three orthogonal slices as R/G/B, or a montage -> (size, size, 3) uint8
+
+``load_view`` runs the three and keeps the result in a ``VolumeCache`` when one is given.
+Display convention: anterior (axial) or superior (sagittal, coronal) at the top, the subject's left on
+the image's left (neurological), non-square slices padded to square before resizing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from brainvlm.volume_cache import VolumeCache
+
+PREPROCESS_VERSION = "1"  # bump when a step's output changes: it is part of every cache key
+MODALITIES = ("sMRI", "dMRI", "fMRI")
+VIEWS = ("axial", "coronal", "sagittal", "slice", "orthogonal", "montage")
+AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ROBUST_PERCENTILES = (0.5, 99.5)
+ZERO_BACKGROUND_FRACTION = 0.05  # this share of exact zeros means the volume is already masked
+OTSU_BINS = 256
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """How a volume becomes one 2D RGB image.
+
+    Args:
+        view: ``axial``/``coronal``/``sagittal`` (one slice), ``slice`` (one slice on ``axis``),
+            ``orthogonal`` (R=sagittal, G=coronal, B=axial) or ``montage`` (k slices on ``axis``).
+        size: output height and width in pixels.
+        axis: ``sagittal``/``coronal``/``axial`` or ``0``/``1``/``2`` for ``slice`` and ``montage``
+            (default axial); for a named view it must be None or agree with the name.
+        index: a float in [0, 1] is a fraction of the axis (0.5 = middle); an int is a slice index.
+        k: number of evenly spaced slices in a montage.
+        target_shape: grid the volume is resampled to (linear), or None to keep the file's grid.
+        fmri_reduce: ``mean`` over time, or a volume index written as a string (``"0"``).
+    """
+
+    view: str = "axial"
+    size: int = 32
+    axis: str | None = None
+    index: float = 0.5
+    k: int = 9
+    target_shape: tuple[int, int, int] | None = (64, 64, 64)
+    fmri_reduce: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.view not in VIEWS:
+            raise ValueError(f"ViewConfig.view={self.view!r}: use one of {VIEWS}")
+        if not isinstance(self.size, int) or self.size < 1 or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"ViewConfig size={self.size!r}, k={self.k!r}: both must be positive ints")
+        view_axis = AXES.get(self.view)
+        if self.axis is not None and view_axis is not None and axis_number(self.axis) != view_axis:
+            raise ValueError(f"ViewConfig view={self.view!r} with axis={self.axis!r}: use view='slice'")
+        axis_number(self.axis if self.axis is not None else "axial")
+        _check_index(self.index)
+        if self.target_shape is not None:
+            shape = tuple(int(n) for n in self.target_shape)
+            if len(shape) != 3 or min(shape) < 1:
+                raise ValueError(f"ViewConfig.target_shape={self.target_shape!r}: need 3 positive ints")
+            object.__setattr__(self, "target_shape", shape)  # YAML gives lists; keys need one form
+        object.__setattr__(self, "fmri_reduce", str(self.fmri_reduce))
+        if self.fmri_reduce != "mean" and not self.fmri_reduce.isdigit():
+            raise ValueError(f"ViewConfig.fmri_reduce={self.fmri_reduce!r}: use 'mean' or an index like '0'")
+
+    @property
+    def view_axis(self) -> int:
+        """Axis of a single-slice or montage view (0 sagittal, 1 coronal, 2 axial)."""
+        return AXES.get(self.view, axis_number(self.axis if self.axis is not None else "axial"))
+
+
+def axis_number(axis: str | int) -> int:
+    """0, 1 or 2 from an axis name (sagittal/coronal/axial) or number."""
+    if isinstance(axis, str) and axis in AXES:
+        return AXES[axis]
+    if str(axis) in ("0", "1", "2"):
+        return int(axis)
+    raise ValueError(f"axis {axis!r}: use one of {tuple(AXES)} or 0, 1, 2")
+
+
+def _check_index(index: float | int) -> None:
+    if isinstance(index, bool) or not isinstance(index, (int, float)):
+        raise ValueError(f"slice index {index!r}: a float fraction in [0, 1] or an int slice index")
+    if isinstance(index, float) and not 0.0 <= index <= 1.0:
+        raise ValueError(f"slice fraction {index}: must lie in [0, 1] (pass an int for a slice index)")
+
+
+def slice_index(n: int, index: float | int) -> int:
+    """Slice number on an axis of length ``n`` from a fraction (float) or an index (int, may be negative)."""
+    _check_index(index)
+    if isinstance(index, float):
+        return int(math.floor(index * (n - 1) + 0.5))
+    if not -n <= index < n:
+        raise IndexError(f"slice index {index} is outside an axis of length {n}")
+    return index % n
+
+
+# ---------------------------------------------------------------- loading
+
+
+def file_suffix(path: str | Path) -> str:
+    """Lower-case suffix, with ``.nii.gz`` as one suffix."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def _check_file(path: Path, suffixes: tuple[str, ...]) -> None:
+    if file_suffix(path) not in suffixes:
+        raise ValueError(f"{path}: unsupported extension {file_suffix(path)!r}; expected one of {suffixes}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; check the image root and the sample's image_path")
+
+
+def _check_modality(modality: str, path: Path) -> None:
+    if modality not in MODALITIES:
+        raise ValueError(f"{path}: unknown modality {modality!r}; use one of {MODALITIES}")
+
+
+def load_volume(path: str | Path, modality: str = "sMRI", fmri_reduce: str = "mean") -> np.ndarray:
+    """Load a NIfTI file as a float32 3D array in RAS orientation.
+
+    Trailing length-1 dimensions are dropped. A 4D fMRI series is reduced with ``fmri_reduce``
+    (``mean`` or a volume index as a string); a 4D sMRI or dMRI file is an error.
+    """
+    path = Path(path)
+    _check_file(path, NIFTI_SUFFIXES)
+    _check_modality(modality, path)
+    image = nib.as_closest_canonical(nib.load(path))
+    shape = tuple(image.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) == 3:
+        return np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
+    if len(shape) == 4 and modality == "fMRI":
+        return _reduce_series(image, shape, str(fmri_reduce), path)
+    raise ValueError(f"{path}: shape {shape} is not a 3D volume; only fMRI may be 4D (reduced with "
+                     f"fmri_reduce), so pick one volume or use modality='fMRI'")
+
+
+def _reduce_series(image: nib.spatialimages.SpatialImage, shape: tuple, how: str, path: Path) -> np.ndarray:
+    """Temporal mean, or one volume by index, of a 4D series."""
+    series = image.dataobj
+    if how == "mean":
+        data = np.asarray(series, dtype=np.float32).reshape(shape)
+        return data.mean(axis=3, dtype=np.float64).astype(np.float32)
+    if not how.isdigit() or int(how) >= shape[3]:
+        raise ValueError(f"{path}: fmri_reduce={how!r} but the series has {shape[3]} volumes "
+                         f"(use 'mean' or an index 0..{shape[3] - 1})")
+    return np.asarray(series[..., int(how)], dtype=np.float32).reshape(shape[:3])
+
+
+# ---------------------------------------------------------------- preprocessing
+
+
+def otsu_threshold(values: np.ndarray, bins: int = OTSU_BINS) -> float:
+    """Threshold that maximises the between-class variance of a histogram of ``values``."""
+    counts, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(counts, dtype=np.float64)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(counts * centres, dtype=np.float64)
+    mean_low = sum_low / np.maximum(weight_low, 1)
+    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def brain_mask(volume: np.ndarray) -> np.ndarray:
+    """Foreground mask: nonzero voxels when the volume is already masked, else above an Otsu threshold."""
+    zero = volume == 0
+    if zero.mean() >= ZERO_BACKGROUND_FRACTION:
+        return ~zero
+    if volume.max() == volume.min():
+        return np.ones(volume.shape, dtype=bool)
+    return volume > otsu_threshold(volume)
+
+
+def normalise_intensity(volume: np.ndarray, mask: np.ndarray | None = None,
+                        percentiles: tuple[float, float] = ROBUST_PERCENTILES,
+                        method: str = "unit") -> np.ndarray:
+    """Clip to robust percentiles inside ``mask``, then scale; the background becomes 0.
+
+    Args:
+        volume: 3D array.
+        mask: boolean foreground; None computes ``brain_mask(volume)``.
+        percentiles: lower and upper clip percentiles of the voxels inside the mask.
+        method: ``unit`` scales the clipped range to [0, 1]; ``zscore`` gives mean 0, std 1 inside the mask.
+
+    Returns:
+        float32 array of ``volume``'s shape.
+    """
+    if method not in ("unit", "zscore"):
+        raise ValueError(f"normalise_intensity method={method!r}: use 'unit' or 'zscore'")
+    mask = brain_mask(volume) if mask is None else np.asarray(mask, dtype=bool)
+    if mask.shape != volume.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from volume shape {volume.shape}")
+    out = np.zeros(volume.shape, dtype=np.float32)
+    inside = volume[mask].astype(np.float64)
+    if inside.size == 0:
+        return out
+    low, high = np.percentile(inside, percentiles)
+    inside = np.clip(inside, low, high)
+    if method == "unit":
+        scaled = (inside - low) / (high - low) if high > low else np.ones_like(inside)
+    else:
+        std = inside.std()
+        scaled = (inside - inside.mean()) / std if std > 0 else np.zeros_like(inside)
+    out[mask] = scaled
+    return out
+
+
+def resample(volume: np.ndarray, target_shape: tuple[int, int, int] | None, order: int = 1) -> np.ndarray:
+    """Resample to ``target_shape`` with ``scipy.ndimage.zoom`` (linear by default); None keeps the grid."""
+    if target_shape is None or tuple(volume.shape) == tuple(target_shape):
+        return volume
+    factors = [t / s for t, s in zip(target_shape, volume.shape)]
+    out = ndimage.zoom(volume, factors, order=order)
+    if out.shape != tuple(target_shape):  # zoom rounds each axis; guard the contract
+        raise RuntimeError(f"resample gave {out.shape}, wanted {tuple(target_shape)} from {volume.shape}")
+    return out
+
+
+def preprocess_volume(volume: np.ndarray, modality: str = "sMRI",
+                      target_shape: tuple[int, int, int] | None = (64, 64, 64),
+                      mask: np.ndarray | None = None) -> np.ndarray:
+    """Resample, then normalise by modality: sMRI/fMRI to [0, 1] in a brain mask, dMRI clipped to [0, 1].
+
+    Args:
+        volume: 3D array in RAS (``load_volume``'s output).
+        modality: one of ``MODALITIES``.
+        target_shape: grid to resample to, or None.
+        mask: optional boolean brain mask on ``volume``'s grid (resampled with nearest neighbour).
+
+    Returns:
+        float32 array in [0, 1] of shape ``target_shape`` (or ``volume.shape``).
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; use one of {MODALITIES}")
+    if volume.ndim != 3:
+        raise ValueError(f"preprocess_volume needs a 3D array, got shape {volume.shape}")
+    resampled = resample(volume.astype(np.float32, copy=False), target_shape)
+    if modality == "dMRI":
+        return np.clip(resampled, 0.0, 1.0)
+    if mask is not None:
+        mask = resample(np.asarray(mask, dtype=np.uint8), target_shape, order=0).astype(bool)
+    return normalise_intensity(resampled, mask, method="unit")
+
+
+# ---------------------------------------------------------------- views
+
+
+def extract_slice(volume: np.ndarray, axis: str | int, index: float | int = 0.5) -> np.ndarray:
+    """One 2D slice of a RAS volume in display orientation (see the module docstring)."""
+    axis = axis_number(axis)
+    position = slice_index(volume.shape[axis], index)
+    return np.rot90(np.take(volume, position, axis=axis))
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Pad a 2D float image to a centred square with zeros, then resize to (size, size) bilinearly."""
+    height, width = image.shape
+    side = max(height, width)
+    if height != width:
+        padded = np.zeros((side, side), dtype=np.float32)
+        top, left = (side - height) // 2, (side - width) // 2
+        padded[top:top + height, left:left + width] = image
+        image = padded
+    if side == size:
+        return np.asarray(image, dtype=np.float32)
+    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32))
+    return np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Map [0, 1] to 0..255 (values outside are clipped)."""
+    return np.floor(np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _grey_rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(to_uint8(image)[:, :, None], 3, axis=2)
+
+
+def slice_view(volume: np.ndarray, axis: str | int, index: float | int, size: int) -> np.ndarray:
+    """One slice as a grey (size, size, 3) uint8 image."""
+    return _grey_rgb(resize_square(extract_slice(volume, axis, index), size))
+
+
+def orthogonal_view(volume: np.ndarray, size: int, index: float | int = 0.5) -> np.ndarray:
+    """Sagittal, coronal and axial slices at ``index`` as the R, G and B channels of one image."""
+    channels = [to_uint8(resize_square(extract_slice(volume, axis, index), size)) for axis in (0, 1, 2)]
+    return np.stack(channels, axis=2)
+
+
+def montage_grid(k: int) -> tuple[int, int]:
+    """(rows, cols) of the smallest near-square grid holding k tiles, cols >= rows."""
+    cols = math.ceil(math.sqrt(k))
+    return math.ceil(k / cols), cols
+
+
+def montage_view(volume: np.ndarray, axis: str | int, k: int, size: int) -> np.ndarray:
+    """k evenly spaced slices (ends excluded) tiled row by row, centred in a (size, size, 3) image."""
+    rows, cols = montage_grid(k)
+    tile = size // cols
+    if tile < 1:
+        raise ValueError(f"montage of k={k} slices needs size >= {cols}, got size={size}")
+    axis = axis_number(axis)
+    n = volume.shape[axis]
+    canvas = np.zeros((size, size), dtype=np.float32)
+    top, left = (size - rows * tile) // 2, (size - cols * tile) // 2
+    for i in range(k):
+        position = int(math.floor((i + 1) * n / (k + 1)))
+        image = resize_square(extract_slice(volume, axis, min(position, n - 1)), tile)
+        row, col = divmod(i, cols)
+        canvas[top + row * tile: top + (row + 1) * tile, left + col * tile: left + (col + 1) * tile] = image
+    return _grey_rgb(canvas)
+
+
+def render_view(volume: np.ndarray, config: ViewConfig) -> np.ndarray:
+    """A preprocessed volume (values in [0, 1]) as the (size, size, 3) uint8 image ``config`` asks for."""
+    if config.view == "orthogonal":
+        return orthogonal_view(volume, config.size, config.index)
+    if config.view == "montage":
+        return montage_view(volume, config.view_axis, config.k, config.size)
+    return slice_view(volume, config.view_axis, config.index, config.size)
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def _volume_params(modality: str, config: ViewConfig) -> dict:
+    return {"modality": modality, "target_shape": config.target_shape, "fmri_reduce": config.fmri_reduce,
+            "version": PREPROCESS_VERSION, "kind": "volume"}
+
+
+def _preprocessed(path: Path, modality: str, config: ViewConfig, cache: VolumeCache | None) -> np.ndarray:
+    """Load + preprocess, through the cache's volume store when it keeps volumes."""
+    keep = cache is not None and cache.keep_volumes
+    key = cache.key(path, _volume_params(modality, config)) if keep else ""
+    volume = cache.load(key, kind="volumes") if keep else None
+    if volume is None:
+        raw = load_volume(path, modality, config.fmri_reduce)
+        volume = preprocess_volume(raw, modality, config.target_shape)
+        if keep:
+            cache.save(key, volume, kind="volumes")
+    return volume
+
+
+def load_view(path: str | Path, modality: str = "sMRI", config: ViewConfig = ViewConfig(),
+              cache: VolumeCache | None = None) -> np.ndarray:
+    """The (size, size, 3) uint8 view of a NIfTI file, from ``cache`` when it holds this content + config.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+        modality: ``sMRI``, ``dMRI`` or ``fMRI``.
+        config: view and preprocessing parameters.
+        cache: optional ``VolumeCache``; entries are keyed by file content, modality, config and
+            ``PREPROCESS_VERSION``.
+    """
+    path = Path(path)
+    _check_file(path, NIFTI_SUFFIXES)
+    _check_modality(modality, path)
+    if cache is None:
+        return render_view(_preprocessed(path, modality, config, None), config)
+    key = cache.key(path, {**asdict(config), **_volume_params(modality, config), "kind": "view"})
+    view = cache.load(key)
+    if view is None:
+        view = render_view(_preprocessed(path, modality, config, cache), config)
+        cache.save(key, view)
+    return view
+
+
+def load_image(path: str | Path, modality: str = "sMRI", config: ViewConfig = ViewConfig(),
+               cache: VolumeCache | None = None, resize_2d: bool = False) -> Image.Image:
+    """An RGB ``PIL.Image`` from a NIfTI volume (through ``load_view``) or a 2D .png/.jpg/.jpeg file.
+
+    2D files keep their size unless ``resize_2d`` is set, then they are resized to ``config.size``.
+    """
+    path = Path(path)
+    if file_suffix(path) in NIFTI_SUFFIXES:
+        return Image.fromarray(load_view(path, modality, config, cache))
+    _check_file(path, IMAGE_SUFFIXES + NIFTI_SUFFIXES)
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    if resize_2d:
+        rgb = rgb.resize((config.size, config.size), Image.Resampling.BILINEAR)
+    return rgb
+
+
+def volume_summary(path: str | Path) -> dict:
+    """Header and intensity facts of a NIfTI file as stored (before canonical reorientation).
+
+    Returns:
+        ``shape``, ``zooms``, ``orientation`` (axis codes such as ``RAS``), ``dtype`` (on disk),
+        ``min``, ``max``, ``mean`` (after the header's scaling).
+    """
+    path = Path(path)
+    _check_file(path, NIFTI_SUFFIXES)
+    image = nib.load(path)
+    data = np.asarray(image.dataobj)
+    return {"shape": tuple(int(n) for n in image.shape),
+            "zooms": tuple(round(float(z), 6) for z in image.header.get_zooms()),
+            "orientation": "".join(nib.aff2axcodes(image.affine)),
+            "dtype": str(image.get_data_dtype()),
+            "min": float(data.min()), "max": float(data.max()), "mean": float(data.mean(dtype=np.float64))}
