@@ -349,3 +349,31 @@ def test_concurrent_load_view_in_processes_agrees_with_uncached(tmp_path):
         worker.join(30)
     expected = load_view(path, "sMRI", ViewConfig(view="montage", size=24, target_shape=(16, 16, 16)))
     assert results == [expected.tobytes()] * 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(st.sampled_from([np.uint8, np.int16, np.float32, np.dtype(">f8"), np.bool_]),
+                  hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)))
+def test_cache_entries_read_back_equal_to_what_was_saved(tmp_path_factory, array):
+    cache = VolumeCache(tmp_path_factory.mktemp("npy"))
+    cache.save("cd" * 32, array)
+    back = cache.load("cd" * 32)
+    assert back.dtype == array.dtype and back.shape == array.shape and back.flags.writeable
+    np.testing.assert_array_equal(back, array)
+
+
+def test_truncated_or_foreign_entries_read_as_a_miss_or_through_np_load(tmp_path):
+    cache = VolumeCache(tmp_path)
+    entry = cache.save("ef" * 32, np.arange(100, dtype=np.int16))
+    entry.write_bytes(entry.read_bytes()[:-10])
+    assert cache.load("ef" * 32) is None and cache.counts["misses"] == 1
+    np.save(entry, np.asfortranarray(np.arange(12.0).reshape(3, 4)))  # a header the fast path skips
+    np.testing.assert_array_equal(cache.load("ef" * 32), np.arange(12.0).reshape(3, 4))
+
+
+def test_slice_index_one_and_fraction_one_are_different_cache_entries(tmp_path):
+    path = write_nifti(tmp_path / "t1.nii.gz", blob_volume(20) + np.arange(SHAPE[2], dtype=np.float32))
+    cache = VolumeCache(tmp_path / "cache", racy_window_s=0)
+    views = [load_view(path, "sMRI", ViewConfig(index=index, target_shape=None), cache) for index in (1, 1.0)]
+    assert not np.array_equal(*views)
+    assert views[0].tobytes() == load_view(path, "sMRI", ViewConfig(index=1, target_shape=None)).tobytes()
