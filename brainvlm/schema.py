@@ -293,9 +293,9 @@ def _check_comparison(sample: dict, metadata: dict, references: list | None, iss
     turns = sample.get("conversations")
     if references is None or not isinstance(turns, list):
         return
-    with_images = [t for t in turns if isinstance(t, dict) and t.get("role") == "user" and isinstance(
-        t.get("content"), list) and any(isinstance(p, dict) and p.get("type") == "image" for p in t["content"])]
-    n_reference_turns = max(len(with_images) - 1, 0)  # the last user turn with an image is the query
+    with_images = [t for t in turns if isinstance(t, dict) and isinstance(t.get("content"), list)
+                   and any(isinstance(p, dict) and p.get("type") == "image" for p in t["content"])]
+    n_reference_turns = max(len(with_images) - 1, 0)  # the last turn with an image is the query
     if n_reference_turns != len(references):
         issues.add("$.metadata.reference_subjects", f"{len(references)} reference subjects but "
                                                     f"{n_reference_turns} reference image turns")

@@ -190,7 +190,7 @@ def _slot_kinds(query_classes: np.ndarray, ref_classes: np.ndarray, slots: int, 
     """
     n = len(query_classes) * slots
     same = np.zeros(n, dtype=bool)
-    same[: int(round(n * fraction))] = True
+    same[: round(n * fraction)] = True
     same = rng.permutation(same).reshape(len(query_classes), slots)
     for c in np.unique(query_classes):
         rows = query_classes == c

@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brainvlm.splits import POOLS, SPLITS, SplitError, assert_disjoint, audit_splits, split_counts, split_subjects
+from brainvlm.splits import (
+    POOLS,
+    SPLITS,
+    SplitError,
+    assert_disjoint,
+    audit_splits,
+    split_counts,
+    split_subjects,
+)
 
 DATA = Path(__file__).parent / "data" / "aomic_piop2_participants"
 
@@ -182,8 +190,8 @@ cohorts = st.builds(
 def test_split_properties_hold_for_every_cohort(cohort, seed, order_seed, reference_fraction, train):
     task_type = "categorical" if isinstance(cohort["target"].iloc[0], str) else "numerical"
     rest = (1.0 - train) / 2
-    kwargs = dict(fractions=(train, rest, 1.0 - train - rest), seed=seed, task_type=task_type,
-                  reference_fraction=reference_fraction)
+    kwargs = {"fractions": (train, rest, 1.0 - train - rest), "seed": seed, "task_type": task_type,
+              "reference_fraction": reference_fraction}
     result = split_subjects(cohort, **kwargs)
     assert sorted(result["subject"]) == sorted(cohort["subject"]) and result["subject"].is_unique
     assert (result.groupby("group")["split"].nunique() == 1).all()

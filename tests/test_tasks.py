@@ -83,7 +83,7 @@ def test_k_references_give_2k_plus_2_turns(k):
 
 
 def test_a_query_gets_distinct_references_when_the_pool_allows():
-    assignment, samples = build(n=200, num_pairs=3, n_references=2, same_class_fraction=0.5)
+    _, samples = build(n=200, num_pairs=3, n_references=2, same_class_fraction=0.5)
     by_query: dict[str, list[str]] = {}
     for sample in samples["train"]:
         by_query.setdefault(sample["metadata"]["query_subject"], []).extend(
