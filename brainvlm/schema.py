@@ -43,7 +43,8 @@ class ValidationIssue:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        name = self.file or "<sample>"
+        where = f"{name}:{self.line}" if self.line is not None else name
         return f"{where} [{self.sample_id if self.sample_id is not None else '?'}] {self.path}: {self.message}"
 
 

@@ -200,6 +200,7 @@ def test_issue_renders_file_line_id_path_message():
     issue = ValidationIssue("val.jsonl", 4, "s1", "$.conversations[0].role", "role 'User' must be lowercase")
     assert str(issue) == "val.jsonl:4 [s1] $.conversations[0].role: role 'User' must be lowercase"
     assert str(ValidationIssue("a.json", None, None, "$", "no samples in the file")) == "a.json [?] $: no samples in the file"
+    assert str(validate_sample({"id": "s2"})[0]) == "<sample> [s2] $.task: required field missing"
 
 
 def test_json_array_pretty_single_and_broken_files(tmp_path):
