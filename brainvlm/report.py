@@ -84,3 +84,39 @@ def check_expectations(metrics: dict[str, Any], expect: dict[str, str]) -> list[
     if failed:
         raise ExpectationError("expectations not met: " + "; ".join(failed))
     return rows
+
+
+def image_tag(array, height: int = 96) -> str:
+    """An inline ``<img>`` of a (H, W, 3) uint8 array, for notebook HTML."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" style="height:{height}px;image-rendering:pixelated">'
+
+
+def conversation_html(sample: dict, image_root: str | Path, view=None) -> str:
+    """Render a canonical sample as chat bubbles with its image views inline."""
+    import html as html_lib
+
+    from brainvlm.volumes import ViewConfig, load_view
+
+    view = view or ViewConfig(view="orthogonal", size=96)
+    turns = []
+    for turn in sample["conversations"]:
+        parts = []
+        for part in turn["content"]:
+            if part["type"] == "text":
+                parts.append(html_lib.escape(part["text"]))
+            else:
+                array = load_view(Path(image_root) / part["image_path"], part.get("modality", "sMRI"), view)
+                parts.append(image_tag(array) + f'<br><small>{html_lib.escape(part["image_path"])}</small>')
+        color = "#eef" if turn["role"] == "user" else "#efe"
+        turns.append(f'<div style="background:{color};margin:4px;padding:6px;border-radius:6px">'
+                     f'<b>{turn["role"]}</b>: {" ".join(parts)}</div>')
+    return (f'<div style="max-width:46em"><code>{html_lib.escape(sample["id"])}</code>'
+            + "".join(turns) + "</div>")

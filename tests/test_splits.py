@@ -20,7 +20,7 @@ from brainvlm.splits import (
     split_subjects,
 )
 
-DATA = Path(__file__).parent / "data" / "aomic_piop2_participants"
+DATA = Path(__file__).parent / "data" / "aomic_piop2"
 
 
 def make_cohort(sizes: list[int], classes: list[str] | None = None, seed: int = 0) -> pd.DataFrame:

@@ -1,0 +1,147 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Generate brain-MRI conversation data
+# *In: a phenotype table and NIfTI volumes (or the synthetic default cohort). Out: subject-disjoint
+# splits and multi-image comparison conversations, one JSONL per task and split, under `data/`.*
+#
+# Each sample is a reference-augmented comparison: the model sees a reference scan with its label
+# (or value), then a query scan, and answers for the query. Subjects never cross splits, and inside a
+# split the query and reference pools are disjoint, so a test answer can only come from unseen people.
+
+# %% tags=["parameters"]
+run_dir: str = ""  # run folder, injected by the runner (empty: reports/interactive)
+seed: int = 0  # one seed for the cohort, the splits and the sampling of pairs
+study: str = "synthetic"  # study name used in sample ids, e.g. ABCD
+cohort_table: str = ""  # phenotype CSV/TSV; empty = build the synthetic cohort
+image_root: str = ""  # folder the image paths are relative to (ignored for the synthetic cohort)
+id_col: str = "participant_id"  # subject id column of the table
+image_pattern: str = "{subject}/anat/{subject}_T1w.nii.gz"  # image path of a subject under image_root
+session_col: str = ""  # session column of a long-format table (ABCD: eventname); empty = none
+session: str = ""  # the session to use when session_col is set
+group_col: str = "family_id"  # subjects sharing a value share a split (families); empty = none
+strict: bool = False  # True turns row-level exclusions (missing target, missing image) into errors
+check_images: str = "exists"  # image check per subject: exists | readable | none
+n_subjects: int = 40  # synthetic cohort size
+volume_size: int = 32  # synthetic volume edge in voxels
+split_fractions: list = [0.6, 0.2, 0.2]  # train / val / test share of subjects
+reference_fraction: float = 0.5  # share of each split's subjects in its reference pool
+n_bins: int = 4  # quantile bins that stratify a numerical target
+n_examples: int = 10  # pretty-printed examples per task in data/<task>/samples/
+tasks: list = [{"name": "sex", "task_type": "categorical", "target_col": "sex", "labels": {"male": ["M"], "female": ["F"]}, "num_pairs": 2}, {"name": "bmi", "task_type": "numerical", "target_col": "BMI_z", "num_pairs": 2, "precision": 2}]  # noqa: E501
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from IPython.display import HTML, display
+
+from brainvlm import cohort, dataset, splits, synthetic
+from brainvlm.report import conversation_html, resolve_run_dir, save_figure, write_metrics
+from brainvlm.seeding import set_seed
+
+set_seed(seed)
+run_dir = resolve_run_dir(run_dir)
+data_dir = run_dir / "data"
+sns.set_theme(style="whitegrid", context="notebook")
+
+# %% [markdown]
+# ## The cohort
+# Without a phenotype table, brainvlm builds its synthetic default: every subject is a smooth random
+# deformation of nilearn's MNI152 template plus noise, with a planted regional intensity effect of sex
+# and of BMI z-score (see `brainvlm/synthetic.py`), and FA maps and short 4D BOLD series for a subset.
+
+# %%
+if not cohort_table:
+    cohort_table = str(synthetic.make_synthetic_cohort(data_dir / "cohort", n_subjects=n_subjects, seed=seed,
+                                                       shape=(volume_size,) * 3))
+    image_root = str(Path(cohort_table).parent)
+table = cohort.read_table(cohort_table, id_col=id_col, session_col=session_col or None, session=session or None)
+print(f"{len(table)} rows from {Path(cohort_table).name}; columns: {', '.join(table.columns)}")
+table.head()
+
+# %% [markdown]
+# ## From table to samples, per task
+# Structural problems in the table (no id column, duplicate ids, a category outside the mapping) stop
+# here with an error. Row-level problems (a missing target, a missing image) are exclusions, counted and
+# listed below; `strict: true` turns them into errors. No row disappears silently.
+
+# %%
+config = dataset.DataConfig(image_root=image_root, image_pattern=image_pattern, group_col=group_col or None,
+                            strict=strict, check_images=check_images, split_fractions=tuple(split_fractions),
+                            reference_fraction=reference_fraction, n_bins=n_bins, seed=seed)
+prepared = []
+for entry in tasks:
+    spec, own_pattern = dataset.task_spec(entry, study)
+    task_data = dataset.prepare_task(table, spec, config, table_path=cohort_table, image_pattern=own_pattern)
+    dataset.write_task(task_data, data_dir, n_examples=n_examples)
+    prepared.append(task_data)
+manifest_path = dataset.write_manifest(data_dir, image_root, prepared)
+dataset.split_table(prepared)
+
+# %%
+exclusions = pd.concat([d.exclusions.assign(task=d.spec.name) for d in prepared], ignore_index=True)
+print(f"{len(exclusions)} exclusions in total")
+display(pd.concat([cohort.exclusion_summary(d.exclusions).assign(task=d.spec.name) for d in prepared]))
+exclusions.head(20)
+
+# %% [markdown]
+# ## The leakage audit
+# Every split is subject- and family-disjoint; inside a split, no subject is both a query and a reference.
+
+# %%
+pd.concat([splits.audit_splits(d.assignment).assign(task=d.spec.name) for d in prepared], ignore_index=True)
+
+# %% [markdown]
+# ## Target distributions per split
+# Stratification keeps the classes (or the quantile bins of a numerical target) balanced across splits.
+
+# %%
+fig, axes = plt.subplots(1, len(prepared), figsize=(5 * len(prepared), 3.6), squeeze=False)
+for ax, d in zip(axes[0], prepared):
+    frame = d.cohort.merge(d.assignment[["subject", "split", "pool"]], on="subject")
+    if d.spec.task_type == "categorical":
+        sns.countplot(data=frame, x="split", hue="target", order=list(dataset.SPLITS), ax=ax)
+    else:
+        sns.violinplot(data=frame.astype({"target": float}), x="split", y="target", hue="pool",
+                       order=list(dataset.SPLITS), split=True, inner="quart", ax=ax)
+    ax.set_title(f"{d.spec.name}: {d.spec.target_col}")
+fig.tight_layout()
+save_figure(fig, run_dir, "01_target_distributions")
+
+# %% [markdown]
+# ## What a sample looks like
+# One conversation per task, rendered with its image views (orthogonal mid-slices: sagittal, coronal and
+# axial in the red, green and blue channels). The JSON itself is in `data/<task>/samples/`.
+
+# %%
+for d in prepared:
+    display(HTML(f"<h4>{d.spec.name}</h4>" + conversation_html(d.samples["train"][0], image_root)))
+
+# %% [markdown]
+# ## Results
+
+# %%
+metrics = {f"{d.spec.name}.n_{split}": len(d.samples[split]) for d in prepared for split in dataset.SPLITS}
+metrics.update({f"{d.spec.name}.n_excluded": len(d.exclusions) for d in prepared})
+write_metrics(run_dir, "01_generate_data", metrics)
+for d in prepared:
+    assert all(len(d.samples[s]) > 0 for s in dataset.SPLITS), f"{d.spec.name}: a split has no samples"
+    assert splits.audit_splits(d.assignment)["passed"].all(), f"{d.spec.name}: leakage audit failed"
+metrics
