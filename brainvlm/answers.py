@@ -1,0 +1,234 @@
+"""Answer parsing: turn a model's free-text answer into a label, a number, a CheXpert block, ICD codes or concepts.
+
+Every parser returns ``None`` when the answer cannot be read; callers count those answers as
+unparseable (and wrong), they never drop them.
+
+Policy when an answer states several different values (labels or numbers): if every stated value
+agrees, that value is the answer; otherwise the answer is the value stated in the *final sentence
+that states any value*, provided that sentence states exactly one distinct value; otherwise the
+answer is unparseable. ``"The reference is male. The subject is female."`` parses as ``female``;
+``"The subject is female, unlike the male reference."`` is ambiguous and unparseable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+
+CHEXPERT_14 = (
+    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
+    "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
+    "Pneumothorax", "Support Devices",
+)
+CHEXPERT_5 = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+UNCERTAIN_POLICIES = ("ones", "zeros")
+
+_MINUS = "\u2212"  # the unicode minus sign that typeset text uses
+# A sentence ends at . ! ? followed by whitespace or the end of the text, or at a line break;
+# a decimal point ("23.5") is not followed by whitespace, so numbers are never split.
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|\n")
+_NUMBER = re.compile(
+    r"(?:(?<![\w.])(?P<sign>[-+\u2212])|(?<![\w.])(?<![^\d\s][-+\u2212]))"  # signed, or unsigned not after a-
+    r"(?P<body>\d{1,3}(?:,\d{3})+(?![\d,])|\d+(?:\.\d+)?|\.\d+)"
+    r"(?P<exp>[eE][-+\u2212]?\d+)?"
+    r"(?![\d])"
+)
+_CUI = re.compile(r"^C\d{7}$", re.IGNORECASE)
+_ICD_CODE = re.compile(r"^(?=.*\d)[A-Z0-9]{3,7}(?:\.[A-Z0-9]{1,4})?$")
+
+
+def _sentence_index(text: str, positions: Sequence[int]) -> list[int]:
+    """Sentence number of each character position (0 for the first sentence)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return [sum(1 for end in ends if end <= pos) for pos in positions]
+
+
+def _resolve(found: Sequence[tuple[int, object]], text: str) -> object | None:
+    """Apply the module's several-values policy to ``(position, value)`` pairs in text order."""
+    values = {value for _, value in found}
+    if not values:
+        return None
+    if len(values) == 1:
+        return values.pop()
+    sentences = _sentence_index(text, [pos for pos, _ in found])
+    last = max(sentences)
+    final = {value for (_, value), s in zip(found, sentences) if s == last}
+    return final.pop() if len(final) == 1 else None
+
+
+def _synonym_regex(synonyms: Mapping[str, Sequence[str]]) -> tuple[re.Pattern, list[tuple[re.Pattern, str]]]:
+    """One case-insensitive alternation of every synonym (longest first), and each synonym's own pattern
+    with its label (case-insensitive matching can match text whose ``lower()`` differs, e.g. ``ſ`` for s)."""
+    owner: dict[str, str] = {}
+    for label in sorted(synonyms):
+        for word in [label, *synonyms[label]]:
+            key = " ".join(str(word).lower().split())
+            if not key:
+                raise ValueError(f"label {label!r} has an empty synonym; remove it from the synonyms table")
+            if owner.setdefault(key, label) != label:
+                raise ValueError(f"synonym {word!r} is listed under two labels, {owner[key]!r} and {label!r}; "
+                                 "keep it under one label only")
+    alternatives = sorted(owner, key=lambda k: (-len(k), k))
+    parts = [r"\s+".join(re.escape(part) for part in key.split()) for key in alternatives]
+    each = [(re.compile(part, re.IGNORECASE), owner[key]) for part, key in zip(parts, alternatives)]
+    return re.compile(rf"(?<!\w)(?:{'|'.join(parts)})(?!\w)", re.IGNORECASE), each
+
+
+def find_labels(text: str, synonyms: Mapping[str, Sequence[str]]) -> list[tuple[int, str]]:
+    """Every label mention in ``text`` as ``(position, label)``, matched on word boundaries, case-insensitively.
+
+    Args:
+        synonyms: label -> words that state it, e.g. ``{"male": ["man", "M"], "female": ["woman", "F"]}``;
+            the label itself always counts as a synonym. At one position the longest synonym wins.
+    """
+    pattern, each = _synonym_regex(synonyms)
+    found = []
+    for m in pattern.finditer(text):
+        found.append((m.start(), next(label for one, label in each if one.fullmatch(m.group(0)))))
+    return found
+
+
+def parse_label(text: str | None, synonyms: Mapping[str, Sequence[str]]) -> str | None:
+    """The label an answer states, or ``None`` (no label, or an ambiguous one; see the module policy).
+
+    ``"female"`` never matches ``male`` and ``"M"`` never matches inside a word such as ``MRI``.
+    """
+    if not text:
+        return None
+    return _resolve(find_labels(text, synonyms), text)
+
+
+def find_numbers(text: str) -> list[tuple[int, float]]:
+    """Every finite number in ``text`` as ``(position, value)``.
+
+    Reads signs (``-``, ``+``, the unicode minus), decimals, ``.5``, scientific notation (``1.5e-3``)
+    and thousands separators (``12,345``). Digits glued to a preceding letter or hyphenated to a word
+    (``T1``, ``m2``, ``sub-0042``) are not numbers; units glued after a number (``5mm``) are allowed.
+    ``23-25`` reads as two numbers.
+    """
+    found = []
+    for m in _NUMBER.finditer(text):
+        literal = (m.group("sign") or "") + m.group("body").replace(",", "") + (m.group("exp") or "")
+        value = float(literal.replace(_MINUS, "-"))
+        if math.isfinite(value):
+            found.append((m.start(), value))
+    return found
+
+
+def parse_number(text: str | None) -> float | None:
+    """The number an answer states, or ``None`` (no number, or several; see the module policy)."""
+    if not text:
+        return None
+    value = _resolve(find_numbers(text), text)
+    return None if value is None else float(value)
+
+
+def _canonical_chexpert(key: str) -> str | None:
+    wanted = " ".join(key.lower().split())
+    return next((name for name in CHEXPERT_14 if name.lower() == wanted), None)
+
+
+def parse_chexpert(text: str | None) -> dict[str, int] | None:
+    """The last ``CheXpert: {...}`` block of an answer as ``{observation: 1 | 0 | -1}``.
+
+    1 is positive, 0 negative, -1 uncertain; observations that are absent (or ``null``) are blank and
+    left out of the result. Keys are the 14 CheXpert observations (case and spacing ignored).
+
+    Returns:
+        ``None`` when there is no block, the JSON is malformed, a key is not a CheXpert observation,
+        or a value is not one of 1, 0, -1.
+    """
+    if not text:
+        return None
+    markers = list(re.finditer(r"chexpert\s*:\s*", text, re.IGNORECASE))
+    if not markers:
+        return None
+    try:
+        block, _ = json.JSONDecoder().raw_decode(text, markers[-1].end())
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(block, dict):
+        return None
+    labels: dict[str, int] = {}
+    for key, value in block.items():
+        name = _canonical_chexpert(str(key))
+        if name is None or name in labels or isinstance(value, bool):
+            return None
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or value not in (1, 0, -1):
+            return None
+        labels[name] = int(value)
+    return labels
+
+
+def chexpert_positive(labels: Mapping[str, int] | None, uncertain: str = "ones") -> frozenset[str]:
+    """The observations counted positive: 1, plus -1 under ``uncertain="ones"`` (U-Ones, Irvin et al. 2019).
+
+    Under ``uncertain="zeros"`` (U-Zeros) uncertain mentions count negative; blanks always count negative.
+    An unparseable block (``None``) is an answer that states no positive observation.
+    """
+    if uncertain not in UNCERTAIN_POLICIES:
+        raise ValueError(f"uncertain={uncertain!r}; use one of {UNCERTAIN_POLICIES}")
+    positive = {1, -1} if uncertain == "ones" else {1}
+    return frozenset(name for name, value in (labels or {}).items() if value in positive)
+
+
+def _block_after(text: str, marker: str) -> str | None:
+    """The rest of the line after the last ``marker:`` (a regex) in text, or ``None`` without one."""
+    found = list(re.finditer(rf"(?<!\w){marker}\s*:", text, re.IGNORECASE))
+    if not found:
+        return None
+    return text[found[-1].end():].split("\n", 1)[0]
+
+
+def normalize_icd(code: str) -> str | None:
+    """Upper-case, trimmed ICD-9/ICD-10 code (``e11.9`` -> ``E11.9``), or ``None`` if it is not code-shaped."""
+    code = code.strip().upper().rstrip(".")
+    return code if _ICD_CODE.match(code) else None
+
+
+def parse_icd(text: str | None) -> frozenset[str] | None:
+    """The codes of the last ``ICD: I10, E11.9`` line (also ``ICD-10:``; commas, semicolons or spaces between).
+
+    Returns:
+        The set of normalised codes (empty when the line lists none), or ``None`` when there is no
+        ``ICD:`` line or an item is not code-shaped.
+    """
+    block = _block_after(text or "", r"ICD(?:-?(?:9|10)(?:-CM)?)?")
+    if block is None:
+        return None
+    codes = [normalize_icd(item) for item in re.split(r"[,;\s]+", block) if item.strip(" .")]
+    return None if None in codes else frozenset(codes)
+
+
+def _normalize_name(name: str) -> str:
+    return " ".join(name.lower().split()).strip(" .")
+
+
+def parse_concepts(text: str | None, names: Mapping[str, str] | None = None) -> frozenset[str] | None:
+    """The concepts of a ``Concepts: C0032285; C0040405`` line, as UMLS CUIs where known.
+
+    Items are separated by ``;`` (or ``,`` when the line has no ``;``). A CUI is upper-cased; a name is
+    lower-cased and mapped to its CUI through ``names`` (name -> CUI, case-insensitive) when listed
+    there, else kept as the name. Without a ``Concepts:`` marker the whole text is read, but only if
+    every item is a CUI.
+
+    Returns:
+        The set of concepts, or ``None`` when the text cannot be read as a concept list.
+    """
+    lookup = {_normalize_name(k): v.upper() for k, v in (names or {}).items()}
+    block = _block_after(text or "", "Concepts")
+    marked = block is not None
+    block = block if marked else (text or "")
+    items = [item.strip() for item in re.split(r"[;\n]" if ";" in block else r"[,\n]", block)]
+    items = [item for item in items if item.strip(" .")]
+    if not marked and (not items or not all(_CUI.match(item.strip(" .")) for item in items)):
+        return None
+    concepts = set()
+    for item in items:
+        item = item.strip(" .")
+        concepts.add(item.upper() if _CUI.match(item) else lookup.get(_normalize_name(item), _normalize_name(item)))
+    return frozenset(concepts)
