@@ -52,10 +52,11 @@ DEFAULT_CORPUS = (
     "system user assistant",
 )
 
-REAL_TEXT = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16,
-                 intermediate_size=2816, vocab_size=152000, max_position_embeddings=32768, rope_theta=1000000.0)
-REAL_VISION = dict(hidden_size=1152, num_hidden_layers=26, num_attention_heads=16, intermediate_size=4304,
-                   image_size=384, patch_size=14)
+REAL_TEXT = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16,
+             "intermediate_size": 2816, "vocab_size": 152000, "max_position_embeddings": 32768,
+             "rope_theta": 1000000.0}
+REAL_VISION = {"hidden_size": 1152, "num_hidden_layers": 26, "num_attention_heads": 16, "intermediate_size": 4304,
+               "image_size": 384, "patch_size": 14}
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

@@ -100,7 +100,7 @@ class TemplateSpec:
     image_token: str = IMAGE_TOKEN
     generation_prompt: str = ""
 
-    def with_image_token(self, image_token: str) -> "TemplateSpec":
+    def with_image_token(self, image_token: str) -> TemplateSpec:
         """The same spec for a processor whose image token is another string."""
         template = self.chat_template.replace(_quoted(self.image_token), _quoted(image_token))
         return replace(self, chat_template=template, image_token=image_token)

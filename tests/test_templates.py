@@ -16,22 +16,33 @@ from PIL import Image
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlavaConfig, LlavaProcessor, PreTrainedTokenizerFast, SiglipImageProcessorPil
 
-from brainvlm.templates import (FAMILIES, FAMILY_TEMPLATES, AssistantMaskError, attach_template, detect_family,
-                                family_from_config, family_spec, has_generation_markers, require_assistant_tokens,
-                                stop_token_ids, template_text)
+from brainvlm.templates import (
+    FAMILIES,
+    FAMILY_TEMPLATES,
+    AssistantMaskError,
+    attach_template,
+    detect_family,
+    family_from_config,
+    family_spec,
+    has_generation_markers,
+    require_assistant_tokens,
+    stop_token_ids,
+    template_text,
+)
 
 torch.set_num_threads(1)
 
 # Special tokens, BOS handling and pre-tokenizer of each family's real tokenizers.
 FAMILY_TOKENS = {
-    "chatml": dict(specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"], bos=None,
-                   eos="<|im_end|>", pad="<|endoftext|>", metaspace=False),
-    "vicuna": dict(specials=["<unk>", "<s>", "</s>", "<pad>", "<image>"], bos="<s>", eos="</s>", pad="<pad>",
-                   metaspace=True),
-    "mistral": dict(specials=["<unk>", "<s>", "</s>", "<image>"], bos="<s>", eos="</s>", pad=None, metaspace=True),
-    "llama3": dict(specials=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
-                             "<|eot_id|>", "<image>"], bos="<|begin_of_text|>", eos="<|eot_id|>", pad=None,
-                   metaspace=False),
+    "chatml": {"specials": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"], "bos": None,
+               "eos": "<|im_end|>", "pad": "<|endoftext|>", "metaspace": False},
+    "vicuna": {"specials": ["<unk>", "<s>", "</s>", "<pad>", "<image>"], "bos": "<s>", "eos": "</s>",
+               "pad": "<pad>", "metaspace": True},
+    "mistral": {"specials": ["<unk>", "<s>", "</s>", "<image>"], "bos": "<s>", "eos": "</s>", "pad": None,
+                "metaspace": True},
+    "llama3": {"specials": ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                            "<|eot_id|>", "<image>"], "bos": "<|begin_of_text|>", "eos": "<|eot_id|>", "pad": None,
+               "metaspace": False},
 }
 
 # Templates in the style the checkpoints ship: all images of a turn first, no generation markers.
@@ -252,3 +263,150 @@ def test_mask_is_exact_for_every_conversation(family, turns, system):
     out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
                                         return_assistant_tokens_mask=True)
     assert_mask_exact(tokenizer, out["input_ids"], out["assistant_masks"], [a for _, a in turns], family)
+
+
+# ------------------------------------------------------------------ other model types: LLaVA-NeXT, OneVision
+# Tiny configs built offline. Both use their PIL image processors (any-resolution tiling, no torchvision).
+# LlavaOnevisionProcessor insists on a video processor, which needs torchvision, so the test builds it
+# through a subclass that accepts none; images never touch the video path.
+
+PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64]]
+
+
+def vqa_samples() -> list[dict]:
+    """Canonical samples on the two real head images: one non-square, one square, one with both."""
+    def turn(role, *parts):
+        return {"role": role, "content": list(parts)}
+
+    def img(name):
+        return {"type": "image", "modality": "sMRI", "image_path": f"vqa_rad_head/{name}"}
+
+    def txt(text):
+        return {"type": "text", "text": text}
+
+    return [
+        {"id": "q340", "conversations": [turn("user", img("synpic46720.jpg"), txt("Is the brain tissue ischemic?")),
+                                         turn("assistant", txt("Yes"))], "metadata": {}},
+        {"id": "q1572", "conversations": [turn("user", txt("MRI imaging modality used?"), img("synpic59536.jpg")),
+                                          turn("assistant", txt("DWI"))], "metadata": {}},
+        {"id": "pair", "conversations": [turn("user", img("synpic46720.jpg"), txt("Is the brain tissue ischemic?")),
+                                         turn("assistant", txt("Yes")),
+                                         turn("user", txt("Compare with this scan."), img("synpic59536.jpg")),
+                                         turn("assistant", txt("DWI"))], "metadata": {}},
+    ]
+
+
+def llava_next(tmp_path):
+    """A tiny LLaVA-NeXT (CLIP + Mistral, the llava-v1.6-mistral layout) saved as a checkpoint."""
+    from transformers import (
+        CLIPVisionConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
+        MistralConfig,
+    )
+
+    tokenizer = family_tokenizer("mistral")
+    image_processor = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                                 image_grid_pinpoints=PINPOINTS)
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   chat_template=tokenizer.chat_template)
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, image_size=32, patch_size=8, projection_dim=32),
+        text_config=MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_grid_pinpoints=PINPOINTS,
+        vision_feature_select_strategy="default", vision_feature_layer=-2)
+    torch.manual_seed(0)
+    LlavaNextForConditionalGeneration(config).save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    return tmp_path
+
+
+def llava_onevision():
+    """A tiny LLaVA-OneVision (SigLIP + Qwen2, ChatML) in memory, with brainvlm's template attached."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessorPil,
+        LlavaOnevisionProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+
+    from brainvlm.models import prepare_for_chat
+
+    class ImageOnlyOnevisionProcessor(LlavaOnevisionProcessor):
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument_name == "video_processor" and argument is None:
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    tokenizer = family_tokenizer("chatml")
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": 32, "width": 32},
+                                                      crop_size={"height": 32, "width": 32},
+                                                      image_grid_pinpoints=PINPOINTS)
+    processor = ImageOnlyOnevisionProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                                            num_image_tokens=16, vision_feature_select_strategy="full",
+                                            chat_template=tokenizer.chat_template)
+    config = LlavaOnevisionConfig(
+        vision_config=SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, image_size=32, patch_size=8, vision_use_head=False),
+        text_config=Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_grid_pinpoints=PINPOINTS,
+        vision_feature_select_strategy="full", vision_feature_layer=-1, vision_aspect_ratio="anyres_max_9")
+    torch.manual_seed(0)
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    prepare_for_chat(model, processor)
+    return model, processor
+
+
+def check_model_type(model, processor, family: str, test_data) -> None:
+    """Labels exact, preflight agrees with the vision path, and a padded batch runs forward and generates."""
+    from brainvlm import collate
+
+    config = collate.CollateConfig(image_root=test_data)
+    samples = vqa_samples()
+    table = collate.preflight(samples, processor, model, config)
+    assert (table["image_tokens"] == table["image_features"]).all() and (table["image_tokens"] > 0).all()
+    encoded = collate.encode_sample(samples[2], processor, config)
+    ids, labels = encoded["input_ids"].tolist(), encoded["labels"]
+    assert_mask_exact(processor.tokenizer, ids, (labels != -100).long().tolist(), ["Yes", "DWI"], family)
+    batch = collate.Collator(processor, config)(samples)
+    with torch.no_grad():
+        loss = model(**collate.model_inputs(batch), labels=batch["labels"]).loss
+        prompts = collate.Collator(processor, config, prompt_only=True)(samples)
+        out = model.generate(**collate.model_inputs(prompts), max_new_tokens=2, do_sample=False)
+    assert torch.isfinite(loss) and out.shape[0] == 3
+
+
+def test_llava_next_checkpoint_loads_ready_for_chat(tmp_path, test_data):
+    from brainvlm import models
+
+    model, processor = models.load(llava_next(tmp_path))
+    assert model.config.model_type == "llava_next" and models.model_family(model) == "mistral"
+    assert type(processor.image_processor).__name__ == "LlavaNextImageProcessorPil"
+    assert processor.tokenizer.pad_token == "</s>"  # the Mistral tokenizer had none
+    stop = processor.tokenizer.convert_tokens_to_ids("</s>")
+    assert stop in model.generation_config.eos_token_id
+    pixels = collate_pixels(processor, test_data)
+    assert pixels.dim() == 5 and pixels.shape[1] > 1  # any-resolution tiles, padded across images
+    check_model_type(model, processor, "mistral", test_data)
+
+
+def collate_pixels(processor, test_data) -> torch.Tensor:
+    from brainvlm import collate
+
+    return collate.Collator(processor, collate.CollateConfig(image_root=test_data))(vqa_samples()[:2])["pixel_values"]
+
+
+def test_llava_onevision_single_and_multi_image(test_data):
+    model, processor = llava_onevision()
+    assert has_generation_markers(processor.chat_template)
+    batch = collate_pixels(processor, test_data)
+    assert batch.dim() == 5
+    check_model_type(model, processor, "chatml", test_data)
