@@ -27,13 +27,13 @@
 run_dir: str = ""  # run folder, injected by the runner (empty: reports/interactive)
 seed: int = 0  # one seed for the cohort, the splits and the sampling of pairs
 study: str = "synthetic"  # study name used in sample ids, e.g. ABCD
-cohort_table: str = ""  # phenotype CSV/TSV; empty = build the synthetic cohort
+cohort_table: str = ""  # phenotype CSV/TSV (empty: build the synthetic cohort)
 image_root: str = ""  # folder the image paths are relative to (ignored for the synthetic cohort)
 id_col: str = "participant_id"  # subject id column of the table
 image_pattern: str = "{subject}/anat/{subject}_T1w.nii.gz"  # image path of a subject under image_root
-session_col: str = ""  # session column of a long-format table (ABCD: eventname); empty = none
+session_col: str = ""  # session column of a long-format table, e.g. eventname (empty: none)
 session: str = ""  # the session to use when session_col is set
-group_col: str = "family_id"  # subjects sharing a value share a split (families); empty = none
+group_col: str = "family_id"  # subjects sharing a value share a split, e.g. families (empty: none)
 strict: bool = False  # True turns row-level exclusions (missing target, missing image) into errors
 check_images: str = "exists"  # image check per subject: exists | readable | none
 n_subjects: int = 40  # synthetic cohort size
