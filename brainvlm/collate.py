@@ -14,13 +14,16 @@ import inspect
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from brainvlm.templates import AssistantMaskError, require_assistant_tokens
+
+if TYPE_CHECKING:
+    from brainvlm.volumes import ViewConfig
 
 IGNORE_INDEX = -100
 TRUNCATION_MODES = ("error", "drop")
@@ -30,7 +33,7 @@ IMAGE_KEYS = ("image_sizes", "batch_num_images")
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "pixel_values") + IMAGE_KEYS
 
 
-def _default_view() -> Any:
+def _default_view() -> ViewConfig:
     from brainvlm.volumes import ViewConfig
 
     return ViewConfig()
@@ -42,20 +45,24 @@ class CollateConfig:
 
     Args:
         image_root: directory that image paths are relative to (they may not leave it).
-        view: ``brainvlm.volumes.ViewConfig`` turning a NIfTI volume into a 2D image.
+        view: ``brainvlm.volumes.ViewConfig`` (or a dict of its fields) turning a volume into a 2D image.
         max_length: longest sequence allowed (tokens, after image expansion); None = no limit.
         on_truncation: ``error`` raises on a longer sample, ``drop`` leaves it out and records its id.
             Nothing is ever cut: a cut would split an image's token block or the answer.
         pad_to_multiple_of: round the padded length up to a multiple of this.
     """
 
-    image_root: str | Path = "."
-    view: Any = field(default_factory=_default_view)
+    image_root: str | Path
+    view: ViewConfig = field(default_factory=_default_view)
     max_length: int | None = None
     on_truncation: str = "error"
     pad_to_multiple_of: int | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.view, dict):  # from a params file
+            from brainvlm.volumes import ViewConfig
+
+            self.view = ViewConfig(**self.view)
         if self.on_truncation not in TRUNCATION_MODES:
             raise ValueError(f"CollateConfig.on_truncation={self.on_truncation!r}: use one of {TRUNCATION_MODES}")
         for name in ("max_length", "pad_to_multiple_of"):

@@ -237,11 +237,12 @@ def test_preflight_catches_an_empty_assistant_mask_and_a_bad_template(tiny, imag
         collate.preflight([comparison("u", [])], unmarked, model, CollateConfig(image_root=image_root))
 
 
-def test_config_checks():
+def test_config_checks(image_root):
     with pytest.raises(ValueError, match="on_truncation='cut'"):
-        CollateConfig(on_truncation="cut")
+        CollateConfig(image_root, on_truncation="cut")
     with pytest.raises(ValueError, match="max_length=0"):
-        CollateConfig(max_length=0)
+        CollateConfig(image_root, max_length=0)
+    assert CollateConfig(image_root, view={"view": "coronal", "size": 48}).view.size == 48
 
 
 @settings(max_examples=60, deadline=None)
