@@ -298,10 +298,14 @@ class Collator:
         return pad_batch(encoded, self.pad_token_id, self.padding_side, self.config.pad_to_multiple_of)
 
 
-def token_lengths(samples: list[dict], processor: Any, config: CollateConfig, image_cache: Any = None) -> list[int]:
+def token_lengths(samples: list[dict], processor: Any, config: CollateConfig, image_cache: Any = None,
+                  progress: bool = False) -> list[int]:
     """Encoded length (tokens, images expanded) of each sample, ignoring ``max_length``."""
+    from tqdm.auto import tqdm
+
     unlimited = replace(config, max_length=None)
-    return [encode_sample(s, processor, unlimited, image_cache)["input_ids"].numel() for s in samples]
+    return [encode_sample(s, processor, unlimited, image_cache)["input_ids"].numel()
+            for s in tqdm(samples, desc="token lengths", disable=not progress)]
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, megabatch: int = 50) -> list[list[int]]:
