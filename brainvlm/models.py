@@ -220,16 +220,20 @@ def llava_config(size: str = "tiny", vocab_size: int = TINY_VOCAB_SIZE, image_to
             raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}")
         text = Qwen2Config(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
                            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                           max_position_embeddings=4096, tie_word_embeddings=True)
+                           max_position_embeddings=4096, tie_word_embeddings=True,
+                           initializer_range=hidden ** -0.5)
         vision = SiglipVisionConfig(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
                                     num_hidden_layers=vision_layers, num_attention_heads=heads,
                                     image_size=image_size, patch_size=patch_size, vision_use_head=False)
     else:
         raise ValueError(f"size={size!r}: use 'tiny' or 'real'")
     tokens = (vision.image_size // vision.patch_size) ** 2
+    # 0.02, the real models' init scale, is tuned for hidden sizes near 1024; at hidden 64 it leaves the
+    # projected image features and the tied head so small that a tiny model learns the text but not the image.
+    init = text.initializer_range if size == "tiny" else 0.02
     return LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token_id,
                        vision_feature_select_strategy="full", vision_feature_layer=-1,
-                       image_seq_length=tokens, tie_word_embeddings=True)
+                       image_seq_length=tokens, tie_word_embeddings=True, initializer_range=init)
 
 
 def tiny_processor(tokenizer: Any, image_size: int, patch_size: int) -> Any:
