@@ -64,7 +64,7 @@ def delegate(command: str, argv: list[str]) -> int:
     if command == "evaluate":
         from brainvlm.evaluate import main_evaluate
         return main_evaluate(argv)
-    from brainvlm.training import main_train
+    from brainvlm.finetune import main_train
     return main_train(argv)
 
 
