@@ -135,8 +135,8 @@ def train_task(params: dict[str, Any], task: str, run_dir: Path, train_samples: 
     files = manifest["tasks"][task]["files"]
     train = train_samples if train_samples is not None else tasks.read_jsonl(files["train"])
     val = tasks.read_jsonl(files["val"])[:settings.val_samples]
-    model, processor = models.load(base_model(settings, run_dir, manifest), dtype=settings.dtype,
-                                   load_in_4bit=settings.load_in_4bit)
+    base = base_model(settings, run_dir, manifest)
+    model, processor = models.load(base, dtype=settings.dtype, load_in_4bit=settings.load_in_4bit)
     model = models.add_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout,
                             train_projector=settings.train_projector, vision=settings.lora_vision,
                             seed=settings.seed)
@@ -146,7 +146,7 @@ def train_task(params: dict[str, Any], task: str, run_dir: Path, train_samples: 
     stage = training.Stage(task, train, val, epochs=settings.epochs, max_steps=settings.max_steps or None)
     output = Path(run_dir) / "models" / (name or task)
     if training.world()[0] == 0:
-        write_json({"base_model": base_model(settings, run_dir, manifest), "task": task, **asdict(settings)},
+        write_json({"base_model": base, "task": task, **asdict(settings)},
                    output / SETTINGS_FILE)
     result = training.fit(model, collate.Collator(processor, config, image_cache=cache), [stage],
                           train_config(settings, output, progress), resume=resume, stop_after=stop_after)
