@@ -11,7 +11,10 @@ import copy
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
+
+from brainvlm.answers import parse_label
 
 BLANK_IMAGE = "controls/blank.png"
 
@@ -71,3 +74,21 @@ def shuffle_images(samples: list[dict], seed: int) -> list[dict]:
             image_parts(sample)[position].update(image_path=originals[source]["image_path"],
                                                  modality=originals[source].get("modality", "sMRI"))
     return out
+
+
+def label_agreement(samples: list[dict], predictions: list[str], synonyms: dict[str, list[str]],
+                    against: str = "target") -> pd.DataFrame:
+    """Per sample: the label an answer states, and whether it equals the sample's target or reference label.
+
+    Args:
+        against: ``target`` (the query's label) or ``reference`` (the first reference's label).
+        synonyms: label -> synonyms; unparseable answers count as disagreeing.
+    """
+    rows = []
+    for sample, prediction in zip(samples, predictions, strict=True):
+        meta = sample["metadata"]
+        expected = meta["target"] if against == "target" else meta["reference_targets"][0]
+        stated = parse_label(prediction, synonyms)
+        rows.append({"id": sample["id"], "expected": expected, "stated": stated or "unparseable",
+                     "agrees": stated == expected, "query_subject": meta.get("query_subject")})
+    return pd.DataFrame(rows)

@@ -190,3 +190,30 @@ def main_train(argv: list[str]) -> int:
         print(f"{args.task}: {trained.result.steps} steps, best val loss {trained.result.best_val_loss}, "
               f"adapter in {trained.result.adapter_dir}")
     return 0
+
+
+def collect_settings(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The training settings found in a namespace (a notebook's parameters), as a params dict."""
+    return {f.name: namespace[f.name] for f in fields(TrainSettings) if f.name in namespace}
+
+
+def predict_split(trained: TrainedTask | tuple, samples: list[dict], out_path: Path, image_root: str,
+                  batch_size: int = 16, max_new_tokens: int = 24, progress: bool = True):
+    """Greedy answers for samples with a trained model, appended (resumably) to ``out_path``.
+
+    Args:
+        trained: a ``TrainedTask`` or ``load_trained``'s ``(model, processor, settings)``.
+
+    Returns:
+        DataFrame with ``id`` and ``prediction`` in sample order.
+    """
+    from brainvlm import inference, templates
+    from brainvlm.volume_cache import VolumeCache
+
+    model, processor, settings = ((trained.model, trained.processor, trained.settings)
+                                  if isinstance(trained, TrainedTask) else trained)
+    prompt_collator = collate.Collator(processor, collate_config(settings, image_root), prompt_only=True,
+                                       image_cache=VolumeCache())
+    stops = templates.stop_token_ids(processor.tokenizer, models.model_family(model))
+    return inference.predict(model, samples, out_path, prompt_collator, processor.tokenizer, stops,
+                             batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress)

@@ -120,3 +120,40 @@ def conversation_html(sample: dict, image_root: str | Path, view=None) -> str:
                      f'<b>{turn["role"]}</b>: {" ".join(parts)}</div>')
     return (f'<div style="max-width:46em"><code>{html_lib.escape(sample["id"])}</code>'
             + "".join(turns) + "</div>")
+
+
+def plot_training_log(logs: dict[str, "pd.DataFrame"]):
+    """Training loss per step (and validation loss where measured), one panel per run, plus the learning rate."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(logs) + 1, figsize=(4.2 * (len(logs) + 1), 3.2), squeeze=False)
+    for ax, (name, log) in zip(axes[0], logs.items()):
+        ax.plot(log["step"], log["loss"], lw=1, label="train")
+        val = log.dropna(subset=["val_loss"])
+        ax.plot(val["step"], val["val_loss"], "o-", ms=3, label="validation")
+        ax.set(title=name, xlabel="step", ylabel="loss per answer token", yscale="log")
+        ax.legend(frameon=False)
+    for name, log in logs.items():
+        axes[0, -1].plot(log["step"], log["lr"], label=name)
+    axes[0, -1].set(title="learning rate", xlabel="step")
+    axes[0, -1].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def highlight_image_tokens(text: str, image_token: str = "<image>") -> str:
+    """HTML of a rendered prompt with each run of image tokens shown as one highlighted ``<image>×N``."""
+    import html as html_lib
+    import re
+
+    token = re.escape(image_token)
+    parts = re.split(f"((?:{token})+)", text)
+    out = []
+    for part in parts:
+        if part.startswith(image_token):
+            count = len(part) // len(image_token)
+            out.append(f'<span style="background:#fd6;border-radius:3px;padding:0 3px">'
+                       f'{html_lib.escape(image_token)}×{count}</span>')
+        else:
+            out.append(html_lib.escape(part))
+    return '<pre style="white-space:pre-wrap">' + "".join(out) + "</pre>"
