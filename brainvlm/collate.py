@@ -11,6 +11,7 @@ against the model before training starts.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -264,13 +265,15 @@ class Collator:
         prompt_only: generation batches: final assistant turn dropped, generation prompt added.
         padding_side: ``right`` or ``left``; default left for ``prompt_only`` and right for training.
         image_cache: optional ``VolumeCache`` for NIfTI views.
+        cache_mb: memory for encoded samples, keyed by their content, so later epochs skip image loading and
+            the chat template (that was about a third of a step at the tiny size); filled until full; 0 = off.
 
     Attributes:
         dropped: ids of samples left out for length (``on_truncation="drop"``), one entry per time.
     """
 
     def __init__(self, processor: Any, config: CollateConfig, prompt_only: bool = False,
-                 padding_side: str | None = None, image_cache: Any = None) -> None:
+                 padding_side: str | None = None, image_cache: Any = None, cache_mb: float = 256.0) -> None:
         self.processor = processor
         self.config = config
         self.prompt_only = prompt_only
@@ -283,12 +286,26 @@ class Collator:
             raise ValueError("the tokenizer has no pad token; load the model with brainvlm.models.load, which "
                              "sets one, or set processor.tokenizer.pad_token")
         self.dropped: list[str] = []
+        self.cache_on, self.cache_left = cache_mb > 0, int(cache_mb * 2 ** 20)  # bytes still free
+        self._encoded: dict[str, dict | None] = {}
+
+    def encode(self, sample: dict) -> dict | None:
+        """``encode_sample`` of one sample, from memory when it was encoded before."""
+        key = json.dumps(sample, sort_keys=True, default=str) if self.cache_on else ""
+        if key in self._encoded:
+            return self._encoded[key]
+        item = encode_sample(sample, self.processor, self.config, self.image_cache, self.prompt_only)
+        size = sum(v.numel() * v.element_size() for v in (item or {}).values() if torch.is_tensor(v)) + len(key)
+        if key and size <= self.cache_left:
+            self._encoded[key] = item
+            self.cache_left -= size
+        return item
 
     def __call__(self, samples: list[dict]) -> dict | None:
         """The batch of ``samples``, or None when every one of them was dropped for length."""
         encoded = []
         for sample in samples:
-            item = encode_sample(sample, self.processor, self.config, self.image_cache, self.prompt_only)
+            item = self.encode(sample)
             if item is None:
                 self.dropped.append(str(sample.get("id", "<no id>")))
             else:
