@@ -34,7 +34,7 @@ def write_blank_image(image_root: Path, size: int = 32) -> str:
 
 
 def blank_query(samples: list[dict], blank_path: str) -> list[dict]:
-    """Copies of the samples whose query (last) image is a blank image."""
+    """Copies of the samples whose query (last) image is replaced by ``blank_path`` (blank or mean image)."""
     out = []
     for sample in samples:
         sample = copy.deepcopy(sample)
@@ -92,3 +92,28 @@ def label_agreement(samples: list[dict], predictions: list[str], synonyms: dict[
         rows.append({"id": sample["id"], "expected": expected, "stated": stated or "unparseable",
                      "agrees": stated == expected, "query_subject": meta.get("query_subject")})
     return pd.DataFrame(rows)
+
+
+MEAN_IMAGE = "controls/mean_query.png"
+
+
+def write_mean_image(samples: list[dict], image_root: Path, view) -> str:
+    """Write the pixel-wise mean of the samples' query views (an average brain, no individual in it).
+
+    Args:
+        view: the ``ViewConfig`` the model sees.
+
+    Returns:
+        The PNG's path relative to the image root.
+    """
+    from brainvlm.volume_cache import VolumeCache
+    from brainvlm.volumes import load_view
+
+    cache = VolumeCache()
+    queries = sorted({image_parts(s)[-1]["image_path"]: image_parts(s)[-1].get("modality", "sMRI")
+                      for s in samples}.items())
+    views = [load_view(Path(image_root) / path, modality, view, cache).astype(np.float64) for path, modality in queries]
+    path = Path(image_root) / MEAN_IMAGE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.mean(views, axis=0).round().astype(np.uint8)).save(path)
+    return MEAN_IMAGE

@@ -201,6 +201,9 @@ def predict_split(trained: TrainedTask | tuple, samples: list[dict], out_path: P
                   batch_size: int = 16, max_new_tokens: int = 24, progress: bool = True):
     """Greedy answers for samples with a trained model, appended (resumably) to ``out_path``.
 
+    Resuming only ever continues the same model's answers: a fingerprint of the trained weights is kept
+    beside the file, and answers of another model (an earlier training of the same run) are discarded.
+
     Args:
         trained: a ``TrainedTask`` or ``load_trained``'s ``(model, processor, settings)``.
 
@@ -212,8 +215,29 @@ def predict_split(trained: TrainedTask | tuple, samples: list[dict], out_path: P
 
     model, processor, settings = ((trained.model, trained.processor, trained.settings)
                                   if isinstance(trained, TrainedTask) else trained)
+    forget_other_models(Path(out_path), weights_fingerprint(model))
     prompt_collator = collate.Collator(processor, collate_config(settings, image_root), prompt_only=True,
                                        image_cache=VolumeCache())
     stops = templates.stop_token_ids(processor.tokenizer, models.model_family(model))
     return inference.predict(model, samples, out_path, prompt_collator, processor.tokenizer, stops,
                              batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress)
+
+
+def weights_fingerprint(model) -> str:
+    """SHA-256 over the trainable tensors (the adapter): tells two trainings apart."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, value in sorted(training.trainable_state(model).items()) or sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def forget_other_models(out_path: Path, fingerprint: str) -> None:
+    """Remove predictions written by other weights than ``fingerprint``; record the fingerprint."""
+    marker = out_path.with_name(out_path.name + ".model")
+    if out_path.exists() and (not marker.is_file() or marker.read_text().strip() != fingerprint):
+        out_path.unlink()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint + "\n")

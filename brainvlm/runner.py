@@ -195,8 +195,9 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
     """
     params_path = Path(params_path)
     params = {**read_params(params_path), **(overrides or {})}
-    notebooks = select_notebooks(discover_notebooks(notebooks_dir), only)
-    check_params(params, notebooks, source=str(params_path))
+    every = discover_notebooks(notebooks_dir)
+    notebooks = select_notebooks(every, only)
+    check_params(params, every, source=str(params_path))  # --only runs a part of the same params file
     run_dir = Path(reports_dir) / (run_name or params_path.stem)
     run_dir.mkdir(parents=True, exist_ok=True)
     results = [NotebookResult(nb.name) for nb in notebooks]

@@ -1,0 +1,108 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Load a LLaVA-family model
+# *In: a checkpoint (the embedded tiny default, a local path or a hub id) and the data of notebook 01.
+# Out: the model's family and size, one sample rendered through its chat template, the pre-flight check
+# and one generation.*
+#
+# The embedded default is the LLaVA-interleave architecture (Qwen2 language model, SigLIP vision tower,
+# projector) at tiny size with random weights and a tokenizer trained on the task's text. It is written
+# with `save_pretrained` and read back through `brainvlm.models.load`, the same path a real checkpoint takes.
+
+# %% tags=["parameters"]
+run_dir: str = ""  # run folder, injected by the runner (empty: reports/interactive)
+seed: int = 0  # initialisation seed of the tiny default
+model: str = "tiny"  # tiny | tiny-real-size | local checkpoint path | hub id
+dtype: str = "float32"  # float32 | bfloat16 | float16
+load_in_4bit: bool = False  # bitsandbytes 4-bit (needs a CUDA device)
+view: str = "axial"  # 2D view of a volume the model sees: axial | orthogonal | montage | ...
+view_size: int = 32  # view edge in pixels (the tiny default's image size)
+preview_task: str = "sex"  # task whose first training sample is rendered
+
+# %%
+import pandas as pd
+from IPython.display import HTML, display
+
+from brainvlm import collate, dataset, finetune, models, tasks, templates
+from brainvlm.report import highlight_image_tokens, resolve_run_dir, write_metrics
+from brainvlm.seeding import set_seed
+
+set_seed(seed)
+run_dir = resolve_run_dir(run_dir)
+manifest = dataset.read_manifest(run_dir)
+settings = finetune.settings_for(finetune.collect_settings(globals()), preview_task)
+checkpoint = finetune.base_model(settings, run_dir, manifest)
+vlm, processor = models.load(checkpoint, dtype=dtype, load_in_4bit=load_in_4bit)
+family = models.model_family(vlm)
+print(f"{type(vlm).__name__} from {checkpoint}; chat family: {family}")
+
+# %% [markdown]
+# ## Size
+# Parameters per component. LoRA (notebook 04) trains a small share of these.
+
+# %%
+report = models.parameter_report(vlm)
+pd.DataFrame(report["by_component"]).T.assign(share=lambda t: t["total"] / report["total"])
+
+# %% [markdown]
+# ## One sample through the chat template
+# Image parts are rendered where they stand in a turn; each becomes a block of image tokens (highlighted,
+# with the count). The assistant's answers are wrapped in generation markers, so the training labels
+# cover exactly the answers and their end-of-turn token.
+
+# %%
+sample = tasks.read_jsonl(manifest["tasks"][preview_task]["files"]["train"])[0]
+config = finetune.collate_config(settings, manifest["image_root"])
+encoded = collate.encode_sample(sample, processor, config)
+display(HTML(highlight_image_tokens(processor.tokenizer.decode(encoded["input_ids"]))))
+label_ids = encoded["input_ids"][encoded["labels"] != -100]
+print("trained on:", repr(processor.tokenizer.decode(label_ids)))
+
+# %% [markdown]
+# ## Pre-flight check
+# For a sample of the data: image parts, image tokens after expansion and image features from the vision
+# tower must agree, and every sample must have assistant tokens to learn from. A mismatch stops here with
+# the sample id and the counts, instead of failing at step 1 of training.
+
+# %%
+samples = tasks.read_jsonl(manifest["tasks"][preview_task]["files"]["train"])
+checked = collate.preflight(samples, processor, vlm, config, n=8)
+checked
+
+# %% [markdown]
+# ## One generation
+# The stop tokens come from the model family. An untrained random model answers nonsense; notebook 04
+# trains it.
+
+# %%
+stops = templates.stop_token_ids(processor.tokenizer, family)
+prompt = collate.Collator(processor, config, prompt_only=True)([sample])
+output = vlm.generate(**collate.model_inputs(prompt), max_new_tokens=16, do_sample=False, eos_token_id=stops,
+                      pad_token_id=processor.tokenizer.pad_token_id)
+print("answer:", repr(processor.tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)))
+
+# %% [markdown]
+# ## Results
+
+# %%
+metrics = {"model_parameters": report["total"], "chat_family": family,
+           "image_tokens_per_image": int(checked["image_tokens"].iloc[0] // checked["image_parts"].iloc[0]),
+           "preflight_samples_ok": int(checked["fits"].sum())}
+write_metrics(run_dir, "03_load_model", metrics)
+assert (checked["image_tokens"] == checked["image_features"]).all()
+metrics
