@@ -179,6 +179,22 @@ def write_provenance(run_dir: Path, params: dict[str, Any], params_path: Path,
     }, run_dir / "provenance.json")
 
 
+def earlier_results(run_dir: Path, every: list[Notebook], results: list[NotebookResult]) -> list[NotebookResult]:
+    """This run's results plus, for notebooks it did not run (``--only``), what the folder already holds."""
+    path = run_dir / "provenance.json"
+    earlier = {n["name"]: n for n in json.loads(path.read_text())["notebooks"]} if path.is_file() else {}
+    mine = {r.name: r for r in results}
+    merged = []
+    for nb in every:
+        if nb.name in mine:
+            merged.append(mine[nb.name])
+        elif nb.name in earlier:
+            old = earlier[nb.name]
+            merged.append(NotebookResult(nb.name, f"{old['status']} (earlier)", old["seconds"],
+                                         metrics=read_metrics(run_dir, nb.name)))
+    return merged
+
+
 def run(params_path: Path, run_name: str | None = None, only: str | None = None,
         reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS_DIR,
         overrides: dict[str, Any] | None = None) -> list[NotebookResult]:
@@ -206,6 +222,7 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
         render_html(run_dir, nb.name)
         if results[i].status != "ok":
             break
+    results = earlier_results(run_dir, every, results)
     write_index(run_dir, results, params_path)
     write_provenance(run_dir, params, params_path, results)
     failed = [r for r in results if r.status == "failed"]
