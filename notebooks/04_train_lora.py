@@ -57,7 +57,7 @@ categorical_task: str = "sex"  # task trained and checked with the image control
 numerical_task: str = "bmi"  # numerical task (empty: none)
 generate_batch_size: int = 16  # prompts per generation batch
 max_new_tokens: int = 24  # longest generated answer
-expect: dict = {}  # metric name -> rule such as ">= 0.90" (asserted at the end)
+expect: dict = {}  # metric name -> comparison rule, checked at the end (see params/default.yaml)
 
 # %%
 import matplotlib.pyplot as plt
