@@ -1,22 +1,64 @@
 """Batched generation with left padding, appended to a JSONL keyed by sample id, resumable after a kill.
 
-Each finished batch is appended as one ``{"id", "prediction"}`` line per sample and flushed to disk, so
-a run killed mid-way loses at most the batch in flight. Re-running reads the ids already written (a
-torn last line from a kill is cut off first) and generates only the rest, in the same order, so an
-interrupted and resumed run writes the same file as an uninterrupted one.
+Samples are cut into batches on a fixed grid over the sample list (batch ``k`` holds samples
+``k*batch_size`` to ``(k+1)*batch_size - 1``). Each finished batch is appended as one
+``{"id", "prediction"}`` line per sample, in one write that is forced to disk, so a run killed mid-way
+loses at most the batch in flight. Re-running reads the ids already written (a torn last line from a
+kill is cut off first) and generates only the rest, on the same grid and with the same per-batch
+sampling seed, so an interrupted and resumed run writes the same file as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import argparse
+import collections
+import hashlib
 import json
 import os
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+
+# notebook 07 and ``python -m brainvlm.inference`` share predictions/07_<task>_<split>.jsonl
+PREDICTIONS_PREFIX = "07"
+
+
+@dataclass
+class GenerationConfig:
+    """How answers are generated: greedy unless ``do_sample``.
+
+    Args:
+        batch_size: prompts per ``generate`` call, left padded to the longest of them.
+        max_new_tokens: longest answer; a row stops earlier at its family's end-of-turn token.
+        do_sample: sample instead of decoding greedily (``temperature`` and ``top_p`` then apply).
+        seed: sampling seed; batch ``k`` of the grid draws from ``(seed, k)``, so a resumed run repeats it.
+    """
+
+    batch_size: int = 16
+    max_new_tokens: int = 24
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GenerationConfig.{name}={value!r}: use a positive int")
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling keywords of ``predict`` (none for greedy decoding)."""
+        if not self.do_sample:
+            return {}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
 
 
 def repair_jsonl(path: Path) -> None:
@@ -52,68 +94,272 @@ def read_predictions(path: Path) -> dict[str, str]:
 
 
 def append_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append rows and force them to disk before returning."""
-    with open(path, "a", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append rows in one write and force them to disk before returning.
+
+    One ``write`` call per batch means a kill leaves either the whole batch or at most a torn last
+    line (which ``repair_jsonl`` cuts), never a batch split between runs on whole lines.
+    """
+    data = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows).encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def cut_at_stop(tokens: list[int], stop_token_ids: list[int]) -> list[int]:
+    """The tokens before the first stop token (all of them when none occurs)."""
+    stops = set(stop_token_ids)
+    for position, token in enumerate(tokens):
+        if token in stops:
+            return tokens[:position]
+    return tokens
 
 
 @torch.no_grad()
-def generate_batch(model, batch: dict[str, Any], tokenizer, stop_token_ids: list[int], max_new_tokens: int = 32,
-                   **sampling: Any) -> list[str]:
-    """Generate for one left-padded prompt batch; returns the decoded new text of each row.
+def generate_batch(model, batch: dict[str, Any], tokenizer, stop_token_ids: list[int],
+                   max_new_tokens: int = 32, **sampling: Any) -> list[str]:
+    """Generate for one left-padded prompt batch (KV cache on); returns the decoded new text of each row.
 
     Args:
         batch: ``input_ids``, ``attention_mask`` (left padded) and ``pixel_values``.
-        stop_token_ids: end-of-turn tokens of the model family; generation stops at any of them.
+        stop_token_ids: end-of-turn tokens of the model family; a row stops at the first of them and
+            its text ends before it.
         sampling: passed to ``generate`` (``do_sample``, ``temperature``, ``top_p``); greedy by default.
     """
     if batch["input_ids"].shape[0] > 1 and bool((batch["attention_mask"][:, -1] == 0).any()):
-        raise ValueError("generation needs left padding: a prompt ends in padding")
-    device = next(model.parameters()).device
-    inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "pixel_values") if k in batch}
+        raise ValueError("generation needs left padding: a prompt ends in padding; build batches with "
+                         "collate.Collator(..., prompt_only=True)")
+    parameter = next(model.parameters())
+    keys = ("input_ids", "attention_mask", "pixel_values")
+    inputs = {k: batch[k].to(parameter.device) for k in keys if k in batch}
     if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(next(model.parameters()).dtype)
+        inputs["pixel_values"] = inputs["pixel_values"].to(parameter.dtype)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_token_ids[0]
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=stop_token_ids,
-                            pad_token_id=pad_id, do_sample=sampling.pop("do_sample", False), **sampling)
-    new_tokens = output[:, inputs["input_ids"].shape[1]:]
-    return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    sampling = dict(sampling)
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=list(stop_token_ids),
+                            pad_token_id=pad_id, do_sample=sampling.pop("do_sample", False), use_cache=True,
+                            **sampling)
+    new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
+    rows = [cut_at_stop(tokens, stop_token_ids) for tokens in new_tokens]
+    return [text.strip() for text in tokenizer.batch_decode(rows, skip_special_tokens=True)]
 
 
-def predict(model, samples: list[dict], out_path: Path, prompt_collator: Callable[[list[dict]], dict],
+def pending_batches(ids: list[str], done: set[str] | dict[str, Any],
+                    batch_size: int) -> list[tuple[int, list[int]]]:
+    """``(k, positions)`` of each grid batch that still has samples to generate (done ones left out)."""
+    batches = []
+    for k, first in enumerate(range(0, len(ids), batch_size)):
+        positions = [i for i in range(first, min(first + batch_size, len(ids))) if ids[i] not in done]
+        if positions:
+            batches.append((k, positions))
+    return batches
+
+
+def _check_unique(ids: list[str]) -> None:
+    duplicated = sorted(i for i, count in collections.Counter(ids).items() if count > 1)
+    if duplicated:
+        raise ValueError(f"duplicate sample ids {duplicated[:5]} ({len(duplicated)} in all): predictions are "
+                         "keyed by id; give every sample its own id")
+
+
+def _generate_seeded(model, batch: dict, tokenizer, stop_token_ids: list[int], max_new_tokens: int, seed: int,
+                     k: int, sampling: dict[str, Any]) -> list[str]:
+    """``generate_batch``; a sampled batch draws from its own seed, leaving the caller's RNG untouched."""
+    if not sampling.get("do_sample"):
+        return generate_batch(model, batch, tokenizer, stop_token_ids, max_new_tokens, **sampling)
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed * 1_000_003 + k)
+        return generate_batch(model, batch, tokenizer, stop_token_ids, max_new_tokens, **sampling)
+
+
+def predict(model, samples: list[dict], out_path: Path, prompt_collator: Callable[[list[dict]], dict | None],
             tokenizer, stop_token_ids: list[int], batch_size: int = 16, max_new_tokens: int = 32,
-            progress: bool = True, **sampling: Any) -> pd.DataFrame:
+            progress: bool = True, seed: int = 0, **sampling: Any) -> pd.DataFrame:
     """Generate an answer for every sample not yet in ``out_path``; return all predictions in sample order.
 
     Args:
-        prompt_collator: turns samples into a left-padded batch without the final assistant turn.
+        prompt_collator: turns samples into a left-padded batch without the final assistant turn
+            (``collate.Collator(processor, config, prompt_only=True)``); it may drop samples for length.
         out_path: predictions JSONL; appended to, never rewritten.
+        seed: sampling seed (see ``GenerationConfig``); unused when decoding greedily.
+        sampling: ``do_sample``, ``temperature``, ``top_p``; greedy by default.
 
     Returns:
-        DataFrame with columns ``id`` and ``prediction``, one row per sample.
+        DataFrame with columns ``id`` and ``prediction``, one row per sample (None where the collator
+        dropped the sample for length).
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     ids = [s["id"] for s in samples]
-    if len(set(ids)) != len(ids):
-        duplicated = sorted({i for i in ids if ids.count(i) > 1})
-        raise ValueError(f"duplicate sample ids {duplicated[:5]}: predictions are keyed by id")
+    _check_unique(ids)
     repair_jsonl(out_path)
-    done = read_predictions(out_path)
-    todo = [s for s in samples if s["id"] not in done]
+    batches = pending_batches(ids, read_predictions(out_path), batch_size)
     model.eval()
-    start = time.perf_counter()
-    with tqdm(total=len(samples), initial=len(samples) - len(todo), desc="generate", unit="sample",
+    todo, start = sum(len(p) for _, p in batches), time.perf_counter()
+    with tqdm(total=len(samples), initial=len(samples) - todo, desc="generate", unit="sample",
               disable=not progress) as bar:
-        for first in range(0, len(todo), batch_size):
-            chunk = todo[first:first + batch_size]
-            texts = generate_batch(model, prompt_collator(chunk), tokenizer, stop_token_ids, max_new_tokens,
-                                   **dict(sampling))
-            append_predictions(out_path, [{"id": s["id"], "prediction": t} for s, t in zip(chunk, texts)])
-            bar.update(len(chunk))
-            bar.set_postfix(samples_per_s=f"{(first + len(chunk)) / (time.perf_counter() - start):.1f}")
+        for k, positions in batches:
+            batch = prompt_collator([samples[i] for i in positions])
+            if batch is not None:
+                texts = _generate_seeded(model, batch, tokenizer, stop_token_ids, max_new_tokens, seed, k,
+                                         sampling)
+                rows = [{"id": i, "prediction": t} for i, t in zip(batch["ids"], texts)]
+                append_predictions(out_path, rows)
+            bar.update(len(positions))
+            rate = (bar.n - len(samples) + todo) / (time.perf_counter() - start)
+            bar.set_postfix(samples_per_s=f"{rate:.1f}")
     done = read_predictions(out_path)
-    return pd.DataFrame({"id": ids, "prediction": [done[i] for i in ids]})
+    return pd.DataFrame({"id": ids, "prediction": pd.Series([done.get(i) for i in ids], dtype=object)})
+
+
+def prediction_path(run_dir: Path, task: str, split: str = "test", prefix: str = PREDICTIONS_PREFIX) -> Path:
+    """``predictions/<prefix>_<task>_<split>.jsonl`` of a run (the run contract's name)."""
+    return Path(run_dir) / "predictions" / f"{prefix}_{task}_{split}.jsonl"
+
+
+def predict_trained(trained: tuple[Any, Any, Any], samples: list[dict], out_path: Path,
+                    image_root: str | Path, config: GenerationConfig | None = None, image_cache: Any = None,
+                    progress: bool = True) -> pd.DataFrame:
+    """``predict`` with a trained task as ``finetune.load_trained`` returns it.
+
+    Args:
+        trained: ``(model, processor, settings)``; the settings give the image view the model was trained on.
+        image_root: folder the samples' image paths are relative to.
+        image_cache: optional ``VolumeCache`` for NIfTI views.
+
+    Returns:
+        DataFrame with ``id`` and ``prediction`` in sample order.
+    """
+    from brainvlm import collate, finetune, models, templates
+
+    model, processor, settings = trained
+    config = config or GenerationConfig()
+    collate_config = finetune.collate_config(settings, str(image_root))
+    collator = collate.Collator(processor, collate_config, prompt_only=True, image_cache=image_cache)
+    stops = templates.stop_token_ids(processor.tokenizer, models.model_family(model))
+    return predict(model, samples, out_path, collator, processor.tokenizer, stops, config.batch_size,
+                   config.max_new_tokens, progress, config.seed, **config.sampling())
+
+
+def _sha256_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: train the task first (notebook 04)")
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def generation_record(task_dir: Path, samples_path: Path, config: GenerationConfig,
+                      adapter: str = "adapter") -> dict[str, Any]:
+    """What a predictions file was generated from: adapter and settings, samples file, generation config.
+
+    Args:
+        task_dir: ``models/<name>/`` with ``settings.json`` and the ``adapter`` folder.
+    """
+    task_dir = Path(task_dir)
+    files = [task_dir / "settings.json", *sorted(p for p in (task_dir / adapter).rglob("*") if p.is_file())]
+    return {"adapter": f"{task_dir.name}/{adapter}", "adapter_sha256": _sha256_files(files),
+            "samples_sha256": _sha256_files([Path(samples_path)]), "generation": asdict(config)}
+
+
+def guard_resume(out_path: Path, record: dict[str, Any], on_change: str = "restart") -> Path:
+    """Resume ``out_path`` only if it was generated from the same ``record``; write the record beside it.
+
+    A predictions file made by another adapter (notebook 04 re-run), other samples or another generation
+    config is not continued: it is removed (``on_change="restart"``) or an error says so (``"error"``).
+
+    Returns:
+        The record's path, ``<out stem>.meta.json``.
+    """
+    if on_change not in ("restart", "error"):
+        raise ValueError(f"on_change={on_change!r}: use 'restart' or 'error'")
+    out_path = Path(out_path)
+    meta_path = out_path.with_name(out_path.stem + ".meta.json")
+    old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if out_path.is_file() and out_path.stat().st_size > 0 and old != record:
+        if on_change == "error":
+            changed = sorted(k for k in record if (old or {}).get(k) != record[k])
+            raise ValueError(f"{out_path} was generated from another {', '.join(changed)}; delete it (and "
+                             f"{meta_path.name}) or restart to generate it again")
+        out_path.unlink()
+    meta_path.parent.mkdir(parents=True, exist_ok=True)
+    meta_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return meta_path
+
+
+def predict_task(run_dir: Path, task: str, split: str = "test", config: GenerationConfig | None = None,
+                 name: str | None = None, out_path: Path | None = None, limit: int | None = None,
+                 on_change: str = "restart", progress: bool = True) -> pd.DataFrame:
+    """Answer one split of a run's task with the adapter trained into ``models/<name>/`` (notebook 04).
+
+    Args:
+        task: task name in the run's manifest (``sex``, ``bmi``).
+        name: adapter folder under ``models/`` (default: the task name).
+        out_path: predictions JSONL (default: ``prediction_path(run_dir, task, split)``); resumed when it
+            exists and was generated from the same adapter, samples and config (see ``guard_resume``).
+        limit: only the first ``limit`` samples (a quick look); None = all.
+        on_change: ``restart`` or ``error`` when the existing predictions came from something else.
+    """
+    from brainvlm import dataset, finetune, tasks
+
+    manifest = dataset.read_manifest(run_dir)
+    if task not in manifest["tasks"]:
+        raise KeyError(f"task {task!r} is not in {Path(run_dir) / 'data' / 'manifest.json'}; "
+                       f"tasks there: {sorted(manifest['tasks'])}")
+    files = manifest["tasks"][task]["files"]
+    if split not in dataset.SPLITS or split not in files:
+        present = [s for s in dataset.SPLITS if s in files]
+        raise KeyError(f"task {task!r} has no split {split!r}; splits: {present}")
+    samples = tasks.read_jsonl(files[split])[:limit]
+    trained = finetune.load_trained(run_dir, name or task)
+    config = config or GenerationConfig()
+    out = Path(out_path) if out_path else prediction_path(run_dir, task, split)
+    guard_resume(out, generation_record(Path(run_dir) / "models" / (name or task), files[split], config), on_change)
+    return predict_trained(trained, samples, out, manifest["image_root"], config, progress=progress)
+
+
+def main_predict(argv: list[str]) -> int:
+    """``python -m brainvlm.inference --run-dir R --task T [--split test]``: resumable generation."""
+    parser = argparse.ArgumentParser(prog="brainvlm predict", description=main_predict.__doc__)
+    parser.add_argument("--run-dir", required=True, help="run folder (reports/<run>)")
+    parser.add_argument("--task", required=True, help="task name, e.g. sex")
+    parser.add_argument("--split", default="test", help="train | val | test")
+    parser.add_argument("--name", default=None, help="adapter folder under models/ (default: the task)")
+    parser.add_argument("--out", default=None,
+                        help="predictions JSONL (default: predictions/07_<task>_<split>.jsonl)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N samples")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--restart", action="store_true",
+                        help="start over when --out came from another adapter, samples or config (default: error)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    config = GenerationConfig(args.batch_size, args.max_new_tokens, args.do_sample, args.temperature,
+                              args.top_p, args.seed)
+    try:
+        table = predict_task(Path(args.run_dir), args.task, args.split, config, args.name,
+                             Path(args.out) if args.out else None, args.limit,
+                             "restart" if args.restart else "error", progress=not args.no_progress)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"brainvlm predict: {exc}", file=sys.stderr)
+        return 1
+    answered = int(table["prediction"].notna().sum())
+    print(f"{args.task}/{args.split}: {answered} of {len(table)} samples answered")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_predict(sys.argv[1:]))
