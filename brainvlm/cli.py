@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False).set_defaults(func=None, delegate="validate")
     sub.add_parser("evaluate", help="score a predictions JSONL against a samples JSONL",
                    add_help=False).set_defaults(func=None, delegate="evaluate")
+    sub.add_parser("predict", help="generate answers for a task's split with its trained adapter (resumable)",
+                   add_help=False).set_defaults(func=None, delegate="predict")
     sub.add_parser("train", help="train one task's LoRA adapter from a params file (torchrun-ready)",
                    add_help=False).set_defaults(func=None, delegate="train")
     return parser
@@ -64,13 +66,16 @@ def delegate(command: str, argv: list[str]) -> int:
     if command == "evaluate":
         from brainvlm.evaluate import main_evaluate
         return main_evaluate(argv)
+    if command == "predict":
+        from brainvlm.inference import main_predict
+        return main_predict(argv)
     from brainvlm.finetune import main_train
     return main_train(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("validate", "evaluate", "train"):
+    if argv and argv[0] in ("validate", "evaluate", "predict", "train"):
         return delegate(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)

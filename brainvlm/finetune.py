@@ -201,8 +201,9 @@ def predict_split(trained: TrainedTask | tuple, samples: list[dict], out_path: P
                   batch_size: int = 16, max_new_tokens: int = 24, progress: bool = True):
     """Greedy answers for samples with a trained model, appended (resumably) to ``out_path``.
 
-    Resuming only ever continues the same model's answers: a fingerprint of the trained weights is kept
-    beside the file, and answers of another model (an earlier training of the same run) are discarded.
+    Resuming only ever continues the same model's answers to the same samples: a record of the trained
+    weights' fingerprint and the sample ids is kept beside the file (``inference.guard_resume``), and
+    answers of another model (an earlier training of the same run) are discarded.
 
     Args:
         trained: a ``TrainedTask`` or ``load_trained``'s ``(model, processor, settings)``.
@@ -210,17 +211,17 @@ def predict_split(trained: TrainedTask | tuple, samples: list[dict], out_path: P
     Returns:
         DataFrame with ``id`` and ``prediction`` in sample order.
     """
-    from brainvlm import inference, templates
-    from brainvlm.volume_cache import VolumeCache
+    import hashlib
 
-    model, processor, settings = ((trained.model, trained.processor, trained.settings)
-                                  if isinstance(trained, TrainedTask) else trained)
-    forget_other_models(Path(out_path), weights_fingerprint(model))
-    prompt_collator = collate.Collator(processor, collate_config(settings, image_root), prompt_only=True,
-                                       image_cache=VolumeCache())
-    stops = templates.stop_token_ids(processor.tokenizer, models.model_family(model))
-    return inference.predict(model, samples, out_path, prompt_collator, processor.tokenizer, stops,
-                             batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress)
+    from brainvlm import inference
+
+    triple = ((trained.model, trained.processor, trained.settings) if isinstance(trained, TrainedTask)
+              else trained)
+    config = inference.GenerationConfig(batch_size=batch_size, max_new_tokens=max_new_tokens)
+    ids = hashlib.sha256("\n".join(s["id"] for s in samples).encode()).hexdigest()
+    record = {"weights": weights_fingerprint(triple[0]), "sample_ids": ids, "generation": asdict(config)}
+    inference.guard_resume(Path(out_path), record)
+    return inference.predict_trained(triple, samples, out_path, image_root, config, progress=progress)
 
 
 def weights_fingerprint(model) -> str:
@@ -232,12 +233,3 @@ def weights_fingerprint(model) -> str:
         digest.update(name.encode())
         digest.update(value.detach().cpu().float().numpy().tobytes())
     return digest.hexdigest()
-
-
-def forget_other_models(out_path: Path, fingerprint: str) -> None:
-    """Remove predictions written by other weights than ``fingerprint``; record the fingerprint."""
-    marker = out_path.with_name(out_path.name + ".model")
-    if out_path.exists() and (not marker.is_file() or marker.read_text().strip() != fingerprint):
-        out_path.unlink()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint + "\n")
