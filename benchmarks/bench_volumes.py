@@ -156,12 +156,43 @@ def format_report(results: dict[str, list[float]], n: int) -> str:
     return "\n".join(lines)
 
 
+def abcd_scale_cohort(n: int, seed: int):
+    """A canonical cohort table of n subjects (families of 1-2, sex and BMI z), no images read."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    subjects = [f"sub-{i:05d}" for i in range(n)]
+    families = [f"fam-{i // 2 if i % 5 == 0 else i:05d}" for i in range(n)]
+    return pd.DataFrame({"subject": subjects, "group": families, "row": np.arange(2, n + 2),
+                         "image": [f"{s}/anat/{s}_T1w.nii.gz" for s in subjects], "session": None,
+                         "sex": rng.choice(["male", "female"], n), "bmi": rng.normal(0, 1, n).round(3)})
+
+
+def time_task_building(n: int, seed: int) -> str:
+    """Seconds to split and build comparison samples (num_pairs 3) for an n-subject table."""
+    from brainvlm.splits import split_subjects
+    from brainvlm.tasks import TaskSpec, build_samples
+
+    table = abcd_scale_cohort(n, seed)
+    lines = [f"task building for {n} subjects (no image voxels read):"]
+    for name, kind, column in (("sex", "categorical", "sex"), ("bmi", "numerical", "bmi")):
+        cohort = table.assign(target=table[column])
+        start = time.perf_counter()
+        assignment = split_subjects(cohort, seed=seed, task_type=kind)
+        samples = build_samples(cohort, assignment, TaskSpec(name=name, task_type=kind, target_col=column,
+                                                             num_pairs=3), seed=seed)
+        seconds = time.perf_counter() - start
+        lines.append(f"  {name:4s} ({kind}): {sum(map(len, samples.values())):6d} samples in {seconds:.2f} s")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="number of synthetic volumes")
     parser.add_argument("--epochs", type=int, default=2, help="passes over the data set per method")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 volumes")
+    parser.add_argument("--subjects", type=int, default=11000, help="phenotype rows for the task-building time")
     args = parser.parse_args(argv)
     n = 8 if args.quick else args.n
     if n < 4 or args.epochs < 1:
@@ -175,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         paths = make_volumes(work / "nifti", n, args.seed)
         print(f"wrote {n} volumes in {time.perf_counter() - start:.1f} s")
         print(format_report(measure(paths, work, args.epochs), n))
+    print(time_task_building(1000 if args.quick else args.subjects, args.seed))
 
 
 if __name__ == "__main__":

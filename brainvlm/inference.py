@@ -74,23 +74,10 @@ def repair_jsonl(path: Path) -> None:
 
 
 def read_predictions(path: Path) -> dict[str, str]:
-    """id -> prediction from a predictions JSONL; a duplicated id is an error naming its lines."""
-    predictions: dict[str, str] = {}
-    lines: dict[str, int] = {}
-    if not Path(path).is_file():
-        return predictions
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-            if row["id"] in predictions:
-                raise ValueError(f"{path}: id {row['id']!r} appears on lines {lines[row['id']]} and {number}")
-            predictions[row["id"]], lines[row["id"]] = row["prediction"], number
-    return predictions
+    """id -> prediction from a predictions JSONL (empty when there is none yet); see ``evaluate.load_predictions``."""
+    from brainvlm.evaluate import load_predictions
+
+    return load_predictions(path) if Path(path).is_file() else {}
 
 
 def append_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
