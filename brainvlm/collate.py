@@ -266,7 +266,7 @@ class Collator:
         padding_side: ``right`` or ``left``; default left for ``prompt_only`` and right for training.
         image_cache: optional ``VolumeCache`` for NIfTI views.
         cache_mb: memory for encoded samples, keyed by their content, so later epochs skip image loading and
-            the chat template (that was about a third of a step at the tiny size); filled until full; 0 = off.
+            the chat template (half of a CPU training step at the tiny size); filled until full; 0 = off.
 
     Attributes:
         dropped: ids of samples left out for length (``on_truncation="drop"``), one entry per time.

@@ -89,6 +89,8 @@ def test_table_reports_ratios_and_targets_from_the_fastest_run():
     table = bench.format_table(picked, peak_tflops=None)
     assert "brainvlm / trl_default = 1.25 (target >= 1.3) MISSED" in table
     assert "brainvlm / trl_fast = 1.05 (target >= 1.1) MISSED" in table
+    both = bench.format_table(bench.best_runs(runs + [result("brainvlm_bf16", 120.0)]), peak_tflops=None)
+    assert "tiny: brainvlm_bf16 / trl_default = 1.50\n" in both + "\n" and "trl_default = 1.25" in both
     row = next(line for line in table.splitlines() if line.startswith("tiny  trl_default"))
     assert row.split()[4] == "0.80"  # x brainvlm
     mfu = bench.format_table([result("brainvlm", 100.0)], peak_tflops=1.0).splitlines()[1].split()[-1]
@@ -98,7 +100,7 @@ def test_table_reports_ratios_and_targets_from_the_fastest_run():
 def test_plan_quick_is_tiny_and_short_and_unknown_names_are_refused():
     quick = bench.plan(bench.parse_args(["--quick"]), "work")
     assert {s.size for s in quick} == {"tiny"} and {(s.steps, s.warmup) for s in quick} == {(3, 1)}
-    assert [s.method for s in quick] == list(bench.METHODS)
+    assert [s.method for s in quick] == list(bench.METHODS) and "brainvlm_bf16" in bench.METHODS
     repeated = bench.plan(bench.parse_args(["--sizes", "tiny,256", "--methods", "brainvlm,pad_fixed",
                                             "--repeats", "2"]), "work")
     assert [(s.size, s.method) for s in repeated[:4]] == [("tiny", "brainvlm"), ("tiny", "pad_fixed"),
@@ -109,7 +111,7 @@ def test_plan_quick_is_tiny_and_short_and_unknown_names_are_refused():
             bench.plan(bench.parse_args(bad), "work")
 
 
-@pytest.mark.parametrize("method", ["brainvlm", "pad_fixed"])
+@pytest.mark.parametrize("method", ["brainvlm", "brainvlm_bf16", "pad_fixed"])
 def test_a_worker_trains_and_reports_rates_and_memory(work, method):
     spec = bench.RunSpec(method, "tiny", str(work), steps=2, warmup=1, threads=1)
     out = bench.run_worker(spec)
