@@ -6,7 +6,7 @@ import jupytext
 import pytest
 
 from brainvlm.params import declared_parameters, discover_notebooks, read_params
-from brainvlm.paths import NOTEBOOKS_DIR, PARAMS_DIR
+from brainvlm.paths import PARAMS_DIR
 from brainvlm.runner import run
 
 NOTEBOOKS = discover_notebooks()
