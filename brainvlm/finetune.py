@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from brainvlm import collate, dataset, models, tasks, training
+from brainvlm import collate, dataset, distributed, models, tasks, training
 from brainvlm.paths import REPORTS_DIR
 from brainvlm.report import write_json
 from brainvlm.volumes import ViewConfig
@@ -43,6 +43,7 @@ class TrainSettings:
     schedule: str = "cosine"
     precision: str = "fp32"  # fp32 | bf16 | fp16
     gradient_checkpointing: bool = False
+    sharding: str = "data_parallel"  # with several processes: data_parallel | fsdp | deepspeed
     eval_every: int = 50
     save_every: int = 50
     val_samples: int = 64  # validation samples used for the validation loss
@@ -81,10 +82,10 @@ def base_model(settings: TrainSettings, run_dir: Path, manifest: dict[str, Any])
     if settings.model not in TINY_MODELS:
         return settings.model
     out = Path(run_dir) / "models" / ("base" if settings.model == "tiny" else "base-real-size")
-    if training.world()[0] == 0 and not (out / "config.json").is_file():
+    if distributed.world()[0] == 0 and not (out / "config.json").is_file():
         models.build_tiny_model(out, seed=settings.seed, vocab_texts=vocabulary_texts(manifest),
                                 size=TINY_MODELS[settings.model])
-    training.barrier()
+    distributed.barrier()
     return str(out)
 
 
@@ -98,7 +99,8 @@ def train_config(settings: TrainSettings, output_dir: Path, progress: bool = Tru
         output_dir=str(output_dir), batch_size=settings.batch_size, grad_accum=settings.grad_accum,
         lr=settings.lr, warmup_ratio=settings.warmup_ratio, schedule=settings.schedule,
         precision=settings.precision, gradient_checkpointing=settings.gradient_checkpointing,
-        eval_every=settings.eval_every, save_every=settings.save_every, seed=settings.seed, progress=progress)
+        eval_every=settings.eval_every, save_every=settings.save_every, seed=settings.seed, progress=progress,
+        sharding=settings.sharding)
 
 
 @dataclass
@@ -136,7 +138,10 @@ def train_task(params: dict[str, Any], task: str, run_dir: Path, train_samples: 
     train = train_samples if train_samples is not None else tasks.read_jsonl(files["train"])
     val = tasks.read_jsonl(files["val"])[:settings.val_samples]
     base = base_model(settings, run_dir, manifest)
-    model, processor = models.load(base, dtype=settings.dtype, load_in_4bit=settings.load_in_4bit)
+    device = distributed.local_device()
+    model, processor = models.load(base, dtype=settings.dtype, load_in_4bit=settings.load_in_4bit,
+                                   device_map={"": device} if settings.load_in_4bit else None)
+    model = model if settings.load_in_4bit else model.to(device)
     model = models.add_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout,
                             train_projector=settings.train_projector, vision=settings.lora_vision,
                             seed=settings.seed)
@@ -145,7 +150,7 @@ def train_task(params: dict[str, Any], task: str, run_dir: Path, train_samples: 
     checked = collate.preflight(train, processor, model, config, image_cache=cache)
     stage = training.Stage(task, train, val, epochs=settings.epochs, max_steps=settings.max_steps or None)
     output = Path(run_dir) / "models" / (name or task)
-    if training.world()[0] == 0:
+    if distributed.world()[0] == 0:
         write_json({"base_model": base, "task": task, **asdict(settings)},
                    output / SETTINGS_FILE)
     result = training.fit(model, collate.Collator(processor, config, image_cache=cache), [stage],
@@ -164,7 +169,10 @@ def load_trained(run_dir: Path, name: str, adapter: str = "adapter") -> tuple[An
     base = saved.pop("base_model")
     saved.pop("task")
     settings = TrainSettings(**saved)
-    model, processor = models.load(base, dtype=settings.dtype, load_in_4bit=settings.load_in_4bit)
+    device = distributed.local_device()
+    model, processor = models.load(base, dtype=settings.dtype, load_in_4bit=settings.load_in_4bit,
+                                   device_map={"": device} if settings.load_in_4bit else None)
+    model = model if settings.load_in_4bit else model.to(device)
     model = models.load_adapter(model, folder / adapter)
     return model.eval(), processor, settings
 
@@ -183,12 +191,13 @@ def main_train(argv: list[str]) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir) if args.run_dir else REPORTS_DIR / (args.run or Path(args.params).stem)
-    training.init_distributed()
+    distributed.init_distributed()
     trained = train_task(read_params(Path(args.params)), args.task, run_dir, name=args.name, resume=args.resume,
                          progress=not args.no_progress)
-    if training.world()[0] == 0:
-        print(f"{args.task}: {trained.result.steps} steps, best val loss {trained.result.best_val_loss}, "
-              f"adapter in {trained.result.adapter_dir}")
+    if distributed.world()[0] == 0:
+        sharding = distributed.sharding_from(trained.settings.sharding).mode
+        print(f"{args.task}: {trained.result.steps} steps on {distributed.world()[1]} process(es) ({sharding}), "
+              f"best val loss {trained.result.best_val_loss}, adapter in {trained.result.adapter_dir}")
     return 0
 
 

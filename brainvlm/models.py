@@ -367,10 +367,13 @@ def parameter_report(model: Any) -> dict:
             "by_component": dict(sorted(by.items()))}
 
 
-def save_adapter(peft_model: Any, out_dir: str | Path) -> Path:
-    """Save the adapter (LoRA weights and the fully trained modules) to ``out_dir``."""
+def save_adapter(peft_model: Any, out_dir: str | Path, state_dict: dict[str, Any] | None = None) -> Path:
+    """Save the adapter (LoRA weights and the fully trained modules) to ``out_dir``.
+
+    ``state_dict``: whole parameter values to save instead of the model's own (a sharded model's are shards).
+    """
     out = Path(out_dir)
-    peft_model.save_pretrained(out)
+    peft_model.save_pretrained(out, **({"state_dict": state_dict} if state_dict is not None else {}))
     return out
 
 

@@ -1,9 +1,10 @@
-"""LoRA fine-tuning over one or more stages, with checkpoints, exact resume and data parallelism.
+"""LoRA fine-tuning over one or more stages, with checkpoints, exact resume and several processes.
 
-The same ``fit`` runs in a notebook, from ``python -m brainvlm train`` and under ``torchrun``. Data
-parallelism is plain: every rank takes its slice of each global batch, the loss is the sum over label
-tokens divided by the global token count, and gradients are summed across ranks. So a run on N
-processes computes the same gradient as one process with the same global batch (up to float order).
+The same ``fit`` runs in a notebook, from ``python -m brainvlm train`` and under ``torchrun`` or
+``accelerate launch``. Every rank takes its slice of each global batch and the loss is the sum over label
+tokens divided by the global token count, so a run on N processes computes the same gradient as one
+process with the same global batch (up to float order), whether the model is replicated (data parallel)
+or sharded (FSDP2, DeepSpeed ZeRO-2/3): see ``brainvlm.distributed``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
+
+from brainvlm.distributed import (Sharding, Stepper, all_reduce_sum, barrier, gather_trainable,
+                                  is_sharded, rank_slices, shard_model, sharding_from, world)
 
 IGNORE = -100
 
@@ -58,21 +61,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     progress: bool = True
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside torch.distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed() -> None:
-    """Join the process group that torchrun describes in the environment (gloo on CPU, nccl on GPU)."""
-    import os
-
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    sharding: str = "data_parallel"  # data_parallel | fsdp | deepspeed (with several processes); accelerate
+    # launch configs of configs/accelerate/ set it (brainvlm.distributed.sharding_from)
 
 
 def batch_order(n_samples: int, seed: int, epoch: int) -> list[int]:
@@ -114,19 +104,22 @@ def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
 
 
 def token_loss_sum(model, batch: dict[str, Any], precision: str) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over the label tokens of a batch, and how many label tokens there were."""
+    """Summed cross-entropy over the label tokens of a batch, and how many label tokens there were.
+
+    Logits are computed only at the positions that predict a label token (``logits_to_keep`` as a boolean
+    mask): prompt and image tokens, most of a sequence, never go through the vocabulary projection. The
+    loss equals the one over full logits; the time and memory saved grow with the vocabulary (152k for Qwen2).
+    """
     from brainvlm.collate import model_inputs
 
     device = next(p.device for p in model.parameters())
     inputs = model_inputs(batch, device)
-    labels = batch["labels"].to(device)
+    targets = batch["labels"][:, 1:].to(device)
+    keep = torch.nn.functional.pad(targets != IGNORE, (0, 1), value=False)
     with autocast(precision, device):
-        logits = model(**inputs).logits
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
-                                             shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
-    return loss, int((shift_labels != IGNORE).sum())
+        logits = model(**inputs, logits_to_keep=keep).logits
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets[targets != IGNORE], reduction="sum")
+    return loss, int(keep.sum())
 
 
 def autocast(precision: str, device: torch.device):
@@ -177,65 +170,52 @@ class FitResult:
         return self.tokens / self.seconds if self.seconds else float("nan")
 
 
-def all_reduce_sum(value: float | torch.Tensor) -> float:
-    """Sum a number over ranks (identity in a single process)."""
-    if world()[1] == 1:
-        return float(value)
-    tensor = torch.tensor(float(value), dtype=torch.float64)
-    dist.all_reduce(tensor)
-    return float(tensor)
-
-
-def sum_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Sum gradients over ranks: each rank's loss is already divided by the global token count."""
-    if world()[1] == 1:
-        return
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-
-
-def rank_slices(indices: list[int], batch_size: int, grad_accum: int) -> list[list[int]]:
-    """This rank's micro-batches of one global batch (same samples as one process with the same global batch)."""
-    rank, size = world()
-    per_micro = batch_size * size
-    micro = [indices[k * per_micro:(k + 1) * per_micro] for k in range(grad_accum)]
-    return [m[rank * batch_size:(rank + 1) * batch_size] for m in micro]
-
-
 def evaluate_loss(model, collator, samples: list[dict], batch_size: int, precision: str) -> float:
-    """Token-mean loss over a sample list (sharded across ranks)."""
+    """Token-mean loss over a sample list (sharded across ranks).
+
+    Every rank runs the same number of forwards (a sharded model gathers its layers collectively): a rank
+    with fewer samples repeats its first batch and leaves it out of the sum.
+    """
     rank, size = world()
     mine = samples[rank::size]
+    n_batches = math.ceil(math.ceil(len(samples) / size) / batch_size) if size > 1 else 0
+    starts = list(range(0, len(mine), batch_size))
     total, tokens = 0.0, 0
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for start in range(0, len(mine), batch_size):
-            batch = collator(mine[start:start + batch_size])
+        for k in range(max(len(starts), n_batches)):
+            counted = k < len(starts)
+            batch = collator(mine[starts[k]:starts[k] + batch_size] if counted else mine[:batch_size] or samples[:1])
             if batch is None:
                 continue
             loss, n = token_loss_sum(model, batch, precision)
-            total, tokens = total + float(loss), tokens + n
+            if counted:
+                total, tokens = total + float(loss), tokens + n
     model.train(was_training)
     total, tokens = all_reduce_sum(total), all_reduce_sum(tokens)
     return total / tokens if tokens else float("nan")
 
 
-def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict[str, Any]) -> None:
-    """Write a resumable checkpoint atomically (a temp folder renamed into place); rank 0 only."""
-    if world()[0] != 0:
-        return
+def save_checkpoint(folder: Path, model, stepper: Stepper, state: dict[str, Any]) -> None:
+    """Write a resumable checkpoint atomically (a temp folder renamed into place); every rank takes part."""
+    rank = world()[0]
     tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(trainable_state(model), tmp / "trainable.pt")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True, default=float))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    trainable = gather_trainable(model)
+    stepper.save(tmp)
+    if rank == 0:
+        torch.save(trainable, tmp / "trainable.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True, default=float))
+    barrier()
+    if rank == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    barrier()
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -265,15 +245,16 @@ def load_trainable(model, path: Path) -> None:
 
 
 def save_adapter(model, folder: Path) -> None:
-    """Save the adapter (PEFT format) plus every trainable tensor, rank 0 only."""
-    if world()[0] != 0:
-        return
+    """Save the adapter (PEFT format) plus every trainable tensor; every rank takes part, rank 0 writes."""
     from brainvlm.models import save_adapter as save_peft_adapter
 
+    state = gather_trainable(model)
+    if world()[0] != 0:
+        return
     folder.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "peft_config"):
-        save_peft_adapter(model, folder)
-    torch.save(trainable_state(model), folder / "trainable.pt")
+        save_peft_adapter(model, folder, state_dict=state)
+    torch.save(state, folder / "trainable.pt")
 
 
 @dataclass
@@ -290,12 +271,15 @@ class _Run:
 
 
 def train_step(model, collator, stage: Stage, step: int, config: TrainConfig, seed: int,
-               params: list[torch.nn.Parameter]) -> dict[str, float]:
+               stepper: Stepper) -> dict[str, float]:
     """One optimizer step's forward/backward over this rank's micro-batches; returns loss and counts."""
     size = world()[1]
     indices = step_indices(stage, step, config.batch_size * config.grad_accum * size, seed)
     batches = [collator([stage.train[i] for i in part]) for part in rank_slices(indices, config.batch_size,
                                                                                 config.grad_accum)]
+    if size > 1 and stepper.sharding.mode != "data_parallel" and any(b is None for b in batches):
+        raise RuntimeError(f"stage '{stage.name}' step {step}: every sample of a micro-batch was dropped for "
+                           f"length; with {stepper.sharding.mode} every rank must run each forward: raise max_length")
     batches = [b for b in batches if b is not None]
     local_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
     global_tokens = all_reduce_sum(local_tokens)
@@ -304,39 +288,33 @@ def train_step(model, collator, stage: Stage, step: int, config: TrainConfig, se
                            f"check the chat template's generation markers")
     loss_sum = 0.0
     for batch in batches:
-        loss, _ = token_loss_sum(model, batch, config.precision)
-        (loss / global_tokens).backward()
+        loss, _ = token_loss_sum(stepper.forward_model, batch, config.precision)
+        stepper.backward(loss / global_tokens)
         loss_sum += float(loss.detach())
-    sum_gradients(params)
+    stepper.step()
     samples = all_reduce_sum(sum(len(b["input_ids"]) for b in batches))
     return {"loss": all_reduce_sum(loss_sum) / global_tokens, "tokens": global_tokens, "samples": samples}
 
 
 def run_stage(model, collator, stage: Stage, config: TrainConfig, state: _Run,
-              resume_from: Path | None, stop_after: int | None) -> None:
+              resume_from: Path | None, stop_after: int | None, sharding: Sharding) -> None:
     """Train one stage from ``state.stage_step`` to its end, evaluating and checkpointing on the way."""
     output = Path(config.output_dir)
     size = world()[1]
     total = stage_steps(stage, config.batch_size * config.grad_accum * size)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=stage.lr or config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(config.schedule, int(config.warmup_ratio * total), total))
+    stepper = Stepper(model, stage.lr or config.lr, config.weight_decay,
+                      lr_lambda(config.schedule, int(config.warmup_ratio * total), total), sharding,
+                      config.batch_size, config.grad_accum, config.max_grad_norm)
     if resume_from is not None:
-        optimizer.load_state_dict(torch.load(resume_from / "optimizer.pt", weights_only=False))
-        scheduler.load_state_dict(torch.load(resume_from / "scheduler.pt", weights_only=False))
+        stepper.load(resume_from)
     seed = config.seed + 1000 * state.stage
     bar = tqdm(total=total, initial=state.stage_step, desc=f"stage {stage.name}",
                disable=not config.progress or world()[0] != 0)
     model.train()
     while state.stage_step < total:
         start = time.perf_counter()
-        lr = scheduler.get_last_lr()[0]
-        out = train_step(model, collator, stage, state.stage_step, config, seed, params)
-        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        lr = stepper.lr()
+        out = train_step(model, collator, stage, state.stage_step, config, seed, stepper)
         state.stage_step += 1
         state.global_step += 1
         state.samples += int(out["samples"])
@@ -345,7 +323,8 @@ def run_stage(model, collator, stage: Stage, config: TrainConfig, state: _Run,
                "loss": out["loss"], "val_loss": None, "seconds": time.perf_counter() - start}
         last = state.stage_step == total
         if stage.val and ((config.eval_every and state.stage_step % config.eval_every == 0) or last):
-            row["val_loss"] = evaluate_loss(model, collator, stage.val, config.batch_size, config.precision)
+            row["val_loss"] = evaluate_loss(stepper.forward_model, collator, stage.val, config.batch_size,
+                                            config.precision)
             if state.best_val_loss is None or row["val_loss"] < state.best_val_loss:
                 state.best_val_loss = row["val_loss"]
                 save_adapter(model, output / "best")
@@ -353,19 +332,13 @@ def run_stage(model, collator, stage: Stage, config: TrainConfig, state: _Run,
         bar.update(1)
         bar.set_postfix(loss=f"{out['loss']:.3f}")
         if (config.save_every and state.stage_step % config.save_every == 0) or last:
-            save_checkpoint(output / "checkpoints" / f"step-{state.global_step}", model, optimizer, scheduler,
-                            asdict(state))
+            save_checkpoint(output / "checkpoints" / f"step-{state.global_step}", model, stepper, asdict(state))
             prune_checkpoints(output, config.keep_checkpoints)
             barrier()
         if stop_after is not None and state.global_step >= stop_after:
             bar.close()
             raise TrainingInterrupted(f"stopped after step {state.global_step} (stop_after)")
     bar.close()
-
-
-def barrier() -> None:
-    if world()[1] > 1:
-        dist.barrier()
 
 
 def fit(model, collator, stages: list[Stage], config: TrainConfig, resume: bool = False,
@@ -379,8 +352,9 @@ def fit(model, collator, stages: list[Stage], config: TrainConfig, resume: bool 
         stop_after: raise ``TrainingInterrupted`` after this global step (to test resuming).
 
     Returns:
-        FitResult; ``adapter_dir`` holds the best adapter (by validation loss; the last one without val data),
-        and the model's weights are set to it.
+        FitResult; ``adapter_dir`` holds the best adapter (by validation loss; the last one without val data).
+        The model's weights are set to it, except under FSDP or ZeRO-3 sharding (several processes), where
+        they stay sharded at the last step: load the adapter from ``adapter_dir``.
     """
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
@@ -392,20 +366,32 @@ def fit(model, collator, stages: list[Stage], config: TrainConfig, resume: bool 
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    sharding = sharding_from(config.sharding)
+    shard_model(model, sharding)
     start = time.perf_counter()
     for index, stage in enumerate(stages):
         if index < state.stage:
             continue
         if index > state.stage:
             state.stage, state.stage_step, checkpoint = index, 0, None
-        run_stage(model, collator, stage, config, state, checkpoint, stop_after)
+        run_stage(model, collator, stage, config, state, checkpoint, stop_after, sharding)
         checkpoint = None
-    if world()[0] == 0:
-        best = output / "best"
+    finish(model, output, state)
+    return FitResult(output / "adapter", pd.DataFrame(state.log), state.best_val_loss, state.global_step,
+                     time.perf_counter() - start, state.samples, state.tokens)
+
+
+def finish(model, output: Path, state: _Run) -> None:
+    """Write ``adapter/`` (the best by validation loss, else the last weights) and ``log.csv``."""
+    best = output / "best"
+    if state.best_val_loss is not None and best.is_dir() and is_sharded(model):
+        if world()[0] == 0:
+            shutil.rmtree(output / "adapter", ignore_errors=True)
+            shutil.copytree(best, output / "adapter")
+    else:
         if state.best_val_loss is not None and best.is_dir():
             load_trainable(model, best / "trainable.pt")
         save_adapter(model, output / "adapter")
+    if world()[0] == 0:
         pd.DataFrame(state.log).to_csv(output / "log.csv", index=False)
     barrier()
-    return FitResult(output / "adapter", pd.DataFrame(state.log), state.best_val_loss, state.global_step,
-                     time.perf_counter() - start, state.samples, state.tokens)

@@ -14,7 +14,7 @@ import torch
 import yaml
 from PIL import Image
 
-from brainvlm import collate, models, training
+from brainvlm import collate, distributed, models, training
 from brainvlm.paths import PARAMS_DIR, PROJECT_ROOT
 from brainvlm.volumes import ViewConfig
 
@@ -117,24 +117,89 @@ def test_gradient_accumulation_equals_the_larger_batch(setup, tmp_path):
     assert_same_state(training.trainable_state(big[0]), training.trainable_state(small[0]), atol=1e-5)
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_equal_one_process(ci_run, tmp_path):
-    """``python -m brainvlm train`` under torchrun (gloo, 2 ranks) = one process at the same global batch."""
-    base = yaml.safe_load((PARAMS_DIR / "ci.yaml").read_text())
-    common = {"max_steps": 3, "epochs": 1.0, "save_every": 0, "eval_every": 0}
-    runs = {"single": ({**base, **common, "batch_size": 4}, [sys.executable]),
-            "ddp": ({**base, **common, "batch_size": 2},
-                    [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])}
+TWO_PROCESSES = {
+    "torchrun": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    **{config: ["-m", "accelerate.commands.launch", "--config_file", str(PROJECT_ROOT / "configs" / "accelerate" /
+                                                                        f"{config}.yaml")]
+       for config in ("fsdp_zero3", "fsdp_zero2", "deepspeed_zero2", "deepspeed_zero3")},
+}
+EXPECTED_MODE = {"torchrun": "data_parallel", "fsdp_zero3": "fsdp", "fsdp_zero2": "fsdp",
+                 "deepspeed_zero2": "deepspeed", "deepspeed_zero3": "deepspeed"}
+
+
+def train_cli(ci_run: Path, params: dict, launcher: list[str], name: str, tmp_path: Path) -> str:
+    """Run ``python -m brainvlm train`` under a launcher; returns its stdout."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(params))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
-    for name, (params, launcher) in runs.items():
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(params))
-        command = launcher + ["-m", "brainvlm", "train", "--params", str(path), "--task", "sex",
-                              "--run-dir", str(ci_run), "--name", f"torchrun_{name}", "--no-progress"]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-    states = [torch.load(ci_run / "models" / f"torchrun_{n}" / "adapter" / "trainable.pt", weights_only=True)
-              for n in runs]
-    assert_same_state(*states, atol=1e-5)
-    logs = [json.loads((ci_run / "models" / f"torchrun_{n}" / "settings.json").read_text()) for n in runs]
-    assert [s["batch_size"] for s in logs] == [4, 2]
+    command = [sys.executable, *launcher, "-m", "brainvlm", "train", "--params", str(path), "--task", "sex",
+               "--run-dir", str(ci_run), "--name", name, "--no-progress"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def one_process_adapter(ci_run, tmp_path_factory) -> dict:
+    """The adapter of one process at global batch 4 (3 steps, validation at the end)."""
+    base = yaml.safe_load((PARAMS_DIR / "ci.yaml").read_text())
+    params = {**base, "max_steps": 3, "epochs": 1.0, "save_every": 0, "eval_every": 0, "batch_size": 4}
+    train_cli(ci_run, params, [], "launch_single", tmp_path_factory.mktemp("single"))
+    return torch.load(ci_run / "models" / "launch_single" / "adapter" / "trainable.pt", weights_only=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", list(TWO_PROCESSES))
+def test_two_processes_equal_one_process(launcher, ci_run, one_process_adapter, tmp_path):
+    """``python -m brainvlm train`` on 2 CPU processes (gloo) = one process at the same global batch.
+
+    torchrun replicates the model (gradients summed); the accelerate configs shard it (FSDP2 with and without
+    resharding after forward, DeepSpeed ZeRO-2 and ZeRO-3). Each keeps the best adapter by validation loss.
+    """
+    base = yaml.safe_load((PARAMS_DIR / "ci.yaml").read_text())
+    params = {**base, "max_steps": 3, "epochs": 1.0, "save_every": 0, "eval_every": 0, "batch_size": 2}
+    out = train_cli(ci_run, params, TWO_PROCESSES[launcher], f"launch_{launcher}", tmp_path)
+    assert f"on 2 process(es) ({EXPECTED_MODE[launcher]})" in out
+    state = torch.load(ci_run / "models" / f"launch_{launcher}" / "adapter" / "trainable.pt", weights_only=True)
+    assert_same_state(one_process_adapter, state, atol=1e-5)
+    settings = json.loads((ci_run / "models" / f"launch_{launcher}" / "settings.json").read_text())
+    assert settings["batch_size"] == 2
+
+
+def test_loss_over_kept_logits_equals_the_loss_over_full_logits(setup):
+    """``token_loss_sum`` projects only answer-predicting positions; the sum equals full-logit cross-entropy."""
+    model, collator = fresh(setup)
+    _, samples, _ = setup
+    batch = collator(samples[:5])  # lengths differ: padding and answers at different positions
+    loss, n = training.token_loss_sum(model, batch, "fp32")
+    with torch.no_grad():
+        logits = model(**collate.model_inputs(batch, torch.device("cpu"))).logits
+    labels = batch["labels"][:, 1:]
+    full = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                             ignore_index=training.IGNORE, reduction="sum")
+    assert n == int((labels != training.IGNORE).sum()) > 0
+    assert loss.item() == pytest.approx(full.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, distributed.Sharding("data_parallel")),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "false"},
+     distributed.Sharding("fsdp", reshard_after_forward=False)),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "SHARD_GRAD_OP"},
+     distributed.Sharding("fsdp", reshard_after_forward=False)),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_OFFLOAD_PARAMS": "true"},
+     distributed.Sharding("fsdp", reshard_after_forward=True, offload=True)),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
+      "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "cpu"}, distributed.Sharding("deepspeed", zero_stage=3, offload=True)),
+])
+def test_sharding_follows_the_accelerate_config(env, expected):
+    assert distributed.sharding_from("data_parallel", env) == expected
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "HYBRID_SHARD"}, "HYBRID_SHARD"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "1"}, "ZeRO stage must be 2 or 3"),
+])
+def test_unsupported_accelerate_settings_are_named(env, message):
+    with pytest.raises(ValueError, match=message):
+        distributed.sharding_from("data_parallel", env)
