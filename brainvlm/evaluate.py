@@ -24,6 +24,7 @@ import yaml
 
 from brainvlm import metrics as metric_lib
 from brainvlm import scoring
+from brainvlm.tasks import read_jsonl_numbered
 from brainvlm.textmetrics import METRIC_NAMES as TEXT_METRICS
 from brainvlm.textmetrics import TextCorpus, TextScorer
 
@@ -42,28 +43,11 @@ class EvalOptions:
     progress: bool = False
 
 
-def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
-    """``(line number, object)`` for every non-blank line; errors name the file and line."""
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg}); write one JSON object per line") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            records.append((number, record))
-    return records
-
-
 def load_samples(path: str | Path) -> list[dict]:
     """Canonical samples of a JSONL file; ids must be unique non-empty strings."""
     seen: dict[str, int] = {}
     samples = []
-    for number, sample in read_jsonl(path):
+    for number, sample in read_jsonl_numbered(path):
         sample_id = sample.get("id")
         if not isinstance(sample_id, str) or not sample_id:
             raise ValueError(f"{path}:{number}: $.id must be a non-empty string, got {sample_id!r}")
@@ -81,7 +65,7 @@ def load_predictions(path: str | Path) -> dict[str, str]:
     """Sample id -> predicted text from ``{"id", "prediction"}`` lines; a repeated id is an error."""
     seen: dict[str, int] = {}
     predictions = {}
-    for number, record in read_jsonl(path):
+    for number, record in read_jsonl_numbered(path):
         sample_id, text = record.get("id"), record.get("prediction")
         if not isinstance(sample_id, str) or not isinstance(text, str):
             raise ValueError(f"{path}:{number}: expected {{\"id\": str, \"prediction\": str}}, got keys "

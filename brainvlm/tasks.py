@@ -324,16 +324,29 @@ def write_jsonl(samples: list[dict], path: str | Path) -> Path:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a JSONL file (blank lines skipped); a broken line is an error naming the file and line."""
+    """Read a JSONL file of objects (blank lines skipped); a broken line is an error naming the file and line."""
+    return [record for _, record in read_jsonl_numbered(path)]
+
+
+def read_jsonl_numbered(path: str | Path) -> list[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of a JSONL file.
+
+    Raises:
+        TaskError: a line that is not valid JSON or not a JSON object, naming the file and line.
+    """
     out = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise TaskError(f"{path}:{number}: invalid JSON ({exc.msg}, column {exc.colno}); "
-                                    "check it with `python -m brainvlm validate`") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TaskError(f"{path}:{number}: invalid JSON ({exc.msg}, column {exc.colno}); "
+                                "check it with `python -m brainvlm validate`") from None
+            if not isinstance(record, dict):
+                raise TaskError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            out.append((number, record))
     return out
 
 

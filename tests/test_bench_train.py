@@ -87,10 +87,12 @@ def test_table_reports_ratios_and_targets_from_the_fastest_run():
     assert {r["method"]: r["samples_per_s"] for r in picked}["brainvlm"] == 100.0
     assert next(r for r in picked if r["method"] == "brainvlm")["runs"] == [90.0, 100.0, 20.0]
     table = bench.format_table(picked, peak_tflops=None)
-    assert "brainvlm / trl_default = 1.25 (target >= 1.3) MISSED" in table
+    assert "tiny: brainvlm / trl_default = 1.25\n" in table + "\n"  # fp32 against TRL's bf16: shown only
     assert "brainvlm / trl_fast = 1.05 (target >= 1.1) MISSED" in table
-    both = bench.format_table(bench.best_runs(runs + [result("brainvlm_bf16", 120.0)]), peak_tflops=None)
-    assert "tiny: brainvlm_bf16 / trl_default = 1.50\n" in both + "\n" and "trl_default = 1.25" in both
+    both = bench.format_table(bench.best_runs(runs + [result("brainvlm_bf16", 104.0), result("trl_bf16", 90.0)]),
+                              peak_tflops=None)
+    assert "tiny: brainvlm_bf16 / trl_default = 1.30 (target >= 1.3) met" in both
+    assert "tiny: brainvlm_bf16 / trl_bf16 = 1.16 (target >= 1.1) met" in both
     row = next(line for line in table.splitlines() if line.startswith("tiny  trl_default"))
     assert row.split()[4] == "0.80"  # x brainvlm
     mfu = bench.format_table([result("brainvlm", 100.0)], peak_tflops=1.0).splitlines()[1].split()[-1]

@@ -240,4 +240,4 @@ def test_cli_writes_metrics_and_reports_errors(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == written
     (tmp_path / "bad.jsonl").write_text('{"id": "s0", "prediction": "cat"}\nnot json\n', encoding="utf-8")
     assert main_evaluate(["--samples", str(samples), "--predictions", str(tmp_path / "bad.jsonl")]) == 1
-    assert "bad.jsonl:2: not valid JSON" in capsys.readouterr().err
+    assert "bad.jsonl:2: invalid JSON" in capsys.readouterr().err
