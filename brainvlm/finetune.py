@@ -43,6 +43,7 @@ class TrainSettings:
     schedule: str = "cosine"
     precision: str = "fp32"  # fp32 | bf16 | fp16
     gradient_checkpointing: bool = False
+    group_by_length: bool = False  # batches of similar token length (less padding)
     sharding: str = "data_parallel"  # with several processes: data_parallel | fsdp | deepspeed
     eval_every: int = 50
     save_every: int = 50
@@ -100,7 +101,7 @@ def train_config(settings: TrainSettings, output_dir: Path, progress: bool = Tru
         lr=settings.lr, warmup_ratio=settings.warmup_ratio, schedule=settings.schedule,
         precision=settings.precision, gradient_checkpointing=settings.gradient_checkpointing,
         eval_every=settings.eval_every, save_every=settings.save_every, seed=settings.seed, progress=progress,
-        sharding=settings.sharding)
+        sharding=settings.sharding, group_by_length=settings.group_by_length)
 
 
 @dataclass

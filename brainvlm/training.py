@@ -61,13 +61,32 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     progress: bool = True
+    group_by_length: bool = False  # batches of similar length (less padding); with classification answers of
+    # different lengths this also groups labels, so batches would be label-homogeneous: off by default
     sharding: str = "data_parallel"  # data_parallel | fsdp | deepspeed (with several processes); accelerate
     # launch configs of configs/accelerate/ set it (brainvlm.distributed.sharding_from)
 
 
-def batch_order(n_samples: int, seed: int, epoch: int) -> list[int]:
-    """The sample order of one epoch: a permutation fixed by (seed, epoch), so resuming can skip to a step."""
-    return np.random.default_rng([seed, epoch]).permutation(n_samples).tolist()
+def batch_order(n_samples: int, seed: int, epoch: int, lengths: list[int] | None = None,
+                global_batch: int = 1) -> list[int]:
+    """The sample order of one epoch, fixed by (seed, epoch) so resuming can skip to a step.
+
+    With ``lengths``, samples of similar length are next to each other (``collate.length_grouped_batches``
+    over global batches), so batches carry less padding.
+    """
+    if lengths is None:
+        return np.random.default_rng([seed, epoch]).permutation(n_samples).tolist()
+    from brainvlm.collate import length_grouped_batches
+
+    shuffle_seed = int(np.random.default_rng([seed, epoch]).integers(2 ** 31))
+    batches = length_grouped_batches(lengths, global_batch, seed=shuffle_seed)
+    return [i for batch in batches for i in batch]
+
+
+def sample_lengths(collator, samples: list[dict], progress: bool = False) -> list[int]:
+    """Token count of each sample as the collator encodes it (0 when dropped for length); fills its cache."""
+    return [0 if item is None else int(item["input_ids"].numel())
+            for item in (collator.encode(s) for s in tqdm(samples, desc="token lengths", disable=not progress))]
 
 
 def stage_steps(stage: Stage, global_batch: int) -> int:
@@ -79,11 +98,12 @@ def stage_steps(stage: Stage, global_batch: int) -> int:
     return stage.max_steps if stage.max_steps is not None else max(1, int(math.ceil(stage.epochs * per_epoch)))
 
 
-def step_indices(stage: Stage, step: int, global_batch: int, seed: int) -> list[int]:
-    """Sample indices of the global batch at ``step`` of a stage."""
+def step_indices(stage: Stage, step: int, global_batch: int, seed: int,
+                 lengths: list[int] | None = None) -> list[int]:
+    """Sample indices of the global batch at ``step`` of a stage (length-grouped when ``lengths`` is given)."""
     per_epoch = len(stage.train) // global_batch
     epoch, within = divmod(step, per_epoch)
-    order = batch_order(len(stage.train), seed, epoch)
+    order = batch_order(len(stage.train), seed, epoch, lengths, global_batch)
     return order[within * global_batch:(within + 1) * global_batch]
 
 
@@ -271,10 +291,10 @@ class _Run:
 
 
 def train_step(model, collator, stage: Stage, step: int, config: TrainConfig, seed: int,
-               stepper: Stepper) -> dict[str, float]:
+               stepper: Stepper, lengths: list[int] | None = None) -> dict[str, float]:
     """One optimizer step's forward/backward over this rank's micro-batches; returns loss and counts."""
     size = world()[1]
-    indices = step_indices(stage, step, config.batch_size * config.grad_accum * size, seed)
+    indices = step_indices(stage, step, config.batch_size * config.grad_accum * size, seed, lengths)
     batches = [collator([stage.train[i] for i in part]) for part in rank_slices(indices, config.batch_size,
                                                                                 config.grad_accum)]
     if size > 1 and stepper.sharding.mode != "data_parallel" and any(b is None for b in batches):
@@ -308,13 +328,14 @@ def run_stage(model, collator, stage: Stage, config: TrainConfig, state: _Run,
     if resume_from is not None:
         stepper.load(resume_from)
     seed = config.seed + 1000 * state.stage
+    lengths = sample_lengths(collator, stage.train, config.progress) if config.group_by_length else None
     bar = tqdm(total=total, initial=state.stage_step, desc=f"stage {stage.name}",
                disable=not config.progress or world()[0] != 0)
     model.train()
     while state.stage_step < total:
         start = time.perf_counter()
         lr = stepper.lr()
-        out = train_step(model, collator, stage, state.stage_step, config, seed, stepper)
+        out = train_step(model, collator, stage, state.stage_step, config, seed, stepper, lengths)
         state.stage_step += 1
         state.global_step += 1
         state.samples += int(out["samples"])

@@ -45,6 +45,7 @@ warmup_ratio: float = 0.05  # share of steps with linear warmup
 schedule: str = "cosine"  # cosine | linear | constant
 precision: str = "fp32"  # fp32 | bf16 | fp16 mixed precision
 gradient_checkpointing: bool = False  # trade compute for memory
+group_by_length: bool = False  # batches of similar token length; groups labels when answers differ in length
 sharding: str = "data_parallel"  # several processes: data_parallel | fsdp | deepspeed
 eval_every: int = 20  # steps between validation losses
 save_every: int = 20  # steps between resumable checkpoints

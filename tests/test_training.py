@@ -203,3 +203,28 @@ def test_sharding_follows_the_accelerate_config(env, expected):
 def test_unsupported_accelerate_settings_are_named(env, message):
     with pytest.raises(ValueError, match=message):
         distributed.sharding_from("data_parallel", env)
+
+
+def test_length_grouped_steps_cover_every_sample_once_per_epoch_with_less_padding():
+    lengths = [100 + 40 * (i % 2) + i % 3 for i in range(64)]
+    stage = training.Stage("a", [{"id": str(i)} for i in range(64)], max_steps=16)
+    grouped = [training.step_indices(stage, step, 8, seed=3, lengths=lengths) for step in range(8)]
+    plain = [training.step_indices(stage, step, 8, seed=3) for step in range(8)]
+    for order in (grouped, plain):
+        assert sorted(i for batch in order for i in batch) == list(range(64))
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    assert padding(grouped) < padding(plain) / 4
+    assert grouped == [training.step_indices(stage, step, 8, seed=3, lengths=lengths) for step in range(8)]
+    assert grouped != [training.step_indices(stage, 8 + step, 8, seed=3, lengths=lengths) for step in range(8)]
+
+
+def test_fit_with_length_grouping_trains(setup, tmp_path):
+    model, collator = fresh(setup)
+    _, samples, _ = setup
+    config = training.TrainConfig(output_dir=str(tmp_path), batch_size=4, lr=2.0e-3, progress=False,
+                                  group_by_length=True)
+    result = training.fit(model, collator, [training.Stage("a", samples[:16], samples[16:], max_steps=4)], config)
+    assert result.steps == 4 and (tmp_path / "adapter" / "trainable.pt").is_file()
