@@ -65,6 +65,12 @@ def init_distributed() -> None:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
+def shutdown() -> None:
+    """Leave the process group (a process that exits without this can abort in the backend's threads)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def local_device() -> torch.device:
     """This process's device: ``cuda:LOCAL_RANK`` when there are GPUs, else the CPU."""
     if torch.cuda.is_available():

@@ -193,11 +193,16 @@ def main_train(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir) if args.run_dir else REPORTS_DIR / (args.run or Path(args.params).stem)
     distributed.init_distributed()
-    trained = train_task(read_params(Path(args.params)), args.task, run_dir, name=args.name, resume=args.resume,
-                         progress=not args.no_progress)
-    if distributed.world()[0] == 0:
+    rank, size = distributed.world()
+    try:
+        trained = train_task(read_params(Path(args.params)), args.task, run_dir, name=args.name,
+                             resume=args.resume, progress=not args.no_progress)
+        distributed.barrier()
+    finally:
+        distributed.shutdown()
+    if rank == 0:
         sharding = distributed.sharding_from(trained.settings.sharding).mode
-        print(f"{args.task}: {trained.result.steps} steps on {distributed.world()[1]} process(es) ({sharding}), "
+        print(f"{args.task}: {trained.result.steps} steps on {size} process(es) ({sharding}), "
               f"best val loss {trained.result.best_val_loss}, adapter in {trained.result.adapter_dir}")
     return 0
 

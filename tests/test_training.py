@@ -228,3 +228,38 @@ def test_fit_with_length_grouping_trains(setup, tmp_path):
                                   group_by_length=True)
     result = training.fit(model, collator, [training.Stage("a", samples[:16], samples[16:], max_steps=4)], config)
     assert result.steps == 4 and (tmp_path / "adapter" / "trainable.pt").is_file()
+
+
+SHARDED_ENV = {"fsdp": {"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "true"},
+               "deepspeed_zero3": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", list(SHARDED_ENV))
+def test_sharded_two_stage_fit_resumes_exactly_and_equals_one_process(mode, setup, tmp_path):
+    """Two stages on 2 sharded CPU processes, interrupted in stage b and resumed, end with the adapter of an
+    uninterrupted sharded run and of one process at the same global batch (4)."""
+    root, samples, base = setup
+    (tmp_path / "samples.json").write_text(json.dumps(samples))
+    env = {**os.environ, **SHARDED_ENV[mode], "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
+    script = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+              str(Path(__file__).with_name("fit_two_ranks.py")), "--base", str(base), "--images", str(root),
+              "--samples", str(tmp_path / "samples.json")]
+
+    def launch(out: str, *extra: str) -> str:
+        done = subprocess.run([*script, "--out", str(tmp_path / out), *extra], env=env, capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    straight_out = launch("straight")
+    assert "interrupted" not in straight_out and "sharded: True" in straight_out
+    assert "interrupted" in launch("resumed", "--stop-after", "6")  # in stage b, after its checkpoint
+    assert (tmp_path / "resumed" / "checkpoints" / "step-6").is_dir()
+    assert not (tmp_path / "resumed" / "adapter").exists()
+    assert "interrupted" not in launch("resumed", "--resume")
+    straight, resumed = (torch.load(tmp_path / name / "adapter" / "trainable.pt", weights_only=True)
+                         for name in ("straight", "resumed"))
+    assert_same_state(straight, resumed, atol=1e-6)
+    _, single = run_fit(setup, tmp_path / "single")
+    assert_same_state(torch.load(single.adapter_dir / "trainable.pt", weights_only=True), straight, atol=1e-5)
