@@ -29,6 +29,8 @@ notebooks: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/bench_volumes.py
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_generate.py
 
 clean:
 	rm -rf reports/*/ .cache
