@@ -69,6 +69,14 @@ def runs(values: list[int], keep: list[bool]) -> list[list[int]]:
     return out + ([current] if current else [])
 
 
+def test_encoding_equals_the_processors_torch_encoding(tiny, image_root):
+    from test_templates import assert_same_as_torch_encoding
+
+    _, processor = tiny
+    for sample in (comparison("s1", ["sub-1.png"]), comparison("s2", ["sub-2.png", "sub-3.png"], answer="male")):
+        assert_same_as_torch_encoding(processor, sample, CollateConfig(image_root=image_root))
+
+
 def test_labels_are_exactly_the_replies_and_their_end_tokens(tiny, image_root):
     _, processor = tiny
     encoded = collate.encode_sample(comparison("s1", ["sub-1.png"]), processor, CollateConfig(image_root=image_root))

@@ -365,6 +365,21 @@ def llava_onevision():
     return model, processor
 
 
+def assert_same_as_torch_encoding(processor, sample, config) -> None:
+    """brainvlm asks the processor for NumPy arrays (faster masks); the tensors equal asking for torch."""
+    from brainvlm import collate
+
+    messages = collate.to_hf_conversation(sample, config)
+    for prompt_only in (False, True):
+        theirs = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt",
+                                               add_generation_prompt=prompt_only,
+                                               return_assistant_tokens_mask=not prompt_only)
+        ours = collate._apply_template(processor, messages, sample["id"], prompt_only)
+        assert set(ours) == set(theirs)
+        for key, value in theirs.items():
+            assert ours[key].dtype == value.dtype and torch.equal(ours[key], value), key
+
+
 def check_model_type(model, processor, family: str, test_data) -> None:
     """Labels exact, preflight agrees with the vision path, and a padded batch runs forward and generates."""
     from brainvlm import collate
@@ -374,6 +389,7 @@ def check_model_type(model, processor, family: str, test_data) -> None:
     table = collate.preflight(samples, processor, model, config)
     assert (table["image_tokens"] == table["image_features"]).all() and (table["image_tokens"] > 0).all()
     encoded = collate.encode_sample(samples[2], processor, config)
+    assert_same_as_torch_encoding(processor, samples[2], config)
     ids, labels = encoded["input_ids"].tolist(), encoded["labels"]
     assert_mask_exact(processor.tokenizer, ids, (labels != -100).long().tolist(), ["Yes", "DWI"], family)
     batch = collate.Collator(processor, config)(samples)
