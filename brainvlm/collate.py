@@ -143,8 +143,8 @@ def _apply_template(processor: Any, messages: list[dict], sample_id: str, prompt
     """The processor's encoding of one conversation, as torch tensors.
 
     The processor is asked for NumPy arrays and they are converted afterwards: with torch tensors,
-    transformers builds the assistant mask by iterating over a tensor's elements in Python, about three
-    times slower per sample (``benchmarks/bench_train.py`` measures the effect on training).
+    transformers builds the assistant mask by iterating over a tensor's elements in Python, which is slower
+    (``benchmarks/bench_train.py``, ``brainvlm_nocache``, measures encoding as part of training).
     """
     try:
         out = processor.apply_chat_template(
