@@ -37,9 +37,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -339,7 +340,8 @@ def run_worker(spec: RunSpec) -> dict[str, Any]:
 def launch(spec: RunSpec) -> dict[str, Any]:
     """Run one method in a fresh interpreter; returns the JSON result it prints last."""
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(asdict(spec))]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **OFFLINE})
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **OFFLINE},
+                          check=False)
     if done.returncode != 0 or not done.stdout.strip():
         raise RuntimeError(f"{spec.method} at size {spec.size} failed (exit {done.returncode}):\n"
                            f"{done.stderr[-4000:]}")

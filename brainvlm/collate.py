@@ -4,13 +4,12 @@ One sample goes through ``encode_sample``: its image parts are loaded (``brainvl
 and handed to the processor as Hugging Face image parts in conversation order, the processor's chat
 template renders the conversation and expands each image token, and the template's assistant mask
 (after that expansion) decides the labels: every assistant reply and its end-of-turn token, nothing
-else. ``Collator`` pads a list of samples to the longest of them; ``preflight`` checks a few samples
-against the model before training starts.
+else. ``Collator`` pads a list of samples to the longest of them; ``brainvlm.preflight`` checks a few
+samples against the model before training starts.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -18,10 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from brainvlm.templates import AssistantMaskError, require_assistant_tokens
+from brainvlm.templates import require_assistant_tokens
 
 if TYPE_CHECKING:
     from brainvlm.volumes import ViewConfig
@@ -76,10 +74,6 @@ class TruncationError(ValueError):
     """A sample is longer than ``max_length``."""
 
 
-class PreflightError(ValueError):
-    """Image parts, image tokens, image features or labels of a sample disagree."""
-
-
 def image_token_id(processor: Any) -> int:
     """The id the processor expands image parts into."""
     token_id = getattr(processor, "image_token_id", None)
@@ -101,7 +95,7 @@ def _image_file(sample_id: str, part: dict, where: str, root: Path) -> Path:
     return path
 
 
-def _content(turn: dict) -> list[dict]:
+def content_parts(turn: dict) -> list[dict]:
     content = turn.get("content", [])
     return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
 
@@ -115,7 +109,7 @@ def to_hf_conversation(sample: dict, config: CollateConfig, image_cache: Any = N
     messages = []
     for t, turn in enumerate(sample.get("conversations", [])):
         parts = []
-        for p, part in enumerate(_content(turn)):
+        for p, part in enumerate(content_parts(turn)):
             where = f"conversations[{t}].content[{p}]"
             if part.get("type") == "image":
                 path = _image_file(sample_id, part, where, root)
@@ -357,90 +351,3 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, megab
         chunk = sorted(order[start:start + size].tolist(), key=lambda i: (-lengths[i], i))
         batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
     return [batches[k] for k in rng.permutation(len(batches)).tolist()]
-
-
-def _feature_rows(output: Any) -> int:
-    features = getattr(output, "pooler_output", output)
-    if torch.is_tensor(features):
-        features = [features]
-    return sum(int(np.prod(f.shape[:-1])) for f in features)
-
-
-def image_feature_rows(model: Any, encoded: dict) -> int:
-    """Rows of image features the model computes for an encoded sample's images (0 without images)."""
-    if "pixel_values" not in encoded:
-        return 0
-    accepted = inspect.signature(model.get_image_features).parameters
-    kwargs = {k: encoded[k] for k in IMAGE_KEYS if k in encoded and k in accepted}
-    device, dtype = model.device, getattr(model, "dtype", torch.float32)
-    kwargs = {k: v.to(device) for k, v in kwargs.items()}
-    with torch.no_grad():
-        output = model.get_image_features(pixel_values=encoded["pixel_values"].to(device, dtype), **kwargs)
-    return _feature_rows(output)
-
-
-def _squash(text: str) -> str:
-    return "".join(text.split())
-
-
-def _rendered_image_strings(sample: dict, processor: Any) -> int:
-    """How often the image token string appears in the chat template's rendering (no images loaded)."""
-    messages = [{"role": turn.get("role"),
-                 "content": [{"type": "image"} if p.get("type") == "image" else {"type": "text", "text": p.get("text", "")}
-                             for p in _content(turn)]} for turn in sample.get("conversations", [])]
-    return processor.apply_chat_template(messages, tokenize=False).count(processor.image_token)
-
-
-def _preflight_row(sample: dict, processor: Any, model: Any, config: CollateConfig, image_cache: Any) -> dict:
-    sample_id = str(sample.get("id", "<no id>"))
-    parts = [p for turn in sample.get("conversations", []) for p in _content(turn)]
-    n_parts = sum(1 for p in parts if p.get("type") == "image")
-    token = processor.image_token
-    in_text = sum(p.get("text", "").count(token) for p in parts if p.get("type") != "image")
-    rendered = _rendered_image_strings(sample, processor)
-    if in_text or rendered != n_parts:
-        raise PreflightError(f"sample {sample_id}: {n_parts} image parts but {rendered} image token strings "
-                             f"{token!r} in the rendered conversation ({in_text} inside text parts); remove "
-                             f"{token!r} from the text and put an image part where the image goes")
-    try:
-        encoded = encode_sample(sample, processor, replace(config, max_length=None), image_cache)
-    except AssistantMaskError as error:
-        raise PreflightError(str(error)) from error
-    ids = encoded["input_ids"]
-    n_tokens = int((ids == image_token_id(processor)).sum())
-    n_features = image_feature_rows(model, encoded)
-    if (n_parts == 0) != (n_tokens == 0) or n_tokens != n_features:
-        raise PreflightError(f"sample {sample_id}: image features and image tokens do not match: image parts "
-                             f"{n_parts}, image tokens {n_tokens}, image features {n_features}; the processor's "
-                             "patch_size / vision_feature_select_strategy must agree with the model config")
-    labelled = ids[encoded["labels"] != IGNORE_INDEX]
-    decoded = processor.tokenizer.decode(labelled, skip_special_tokens=True)
-    answers = "".join(p.get("text", "") for turn in sample.get("conversations", []) if turn.get("role") == "assistant"
-                      for p in _content(turn) if p.get("type") == "text")
-    if _squash(decoded) != _squash(answers):
-        raise PreflightError(f"sample {sample_id}: tokenization mismatch: the labels decode to {decoded!r} but "
-                             f"the assistant turns say {answers!r}")
-    return {"id": sample_id, "image_parts": n_parts, "image_tokens": n_tokens, "image_features": n_features,
-            "assistant_tokens": len(labelled), "length": ids.numel(),
-            "fits": config.max_length is None or ids.numel() <= config.max_length}
-
-
-def preflight(samples: list[dict], processor: Any, model: Any, config: CollateConfig, n: int = 8,
-              image_cache: Any = None) -> pd.DataFrame:
-    """Check ``n`` evenly spaced samples against the processor and the model before training.
-
-    For each: image parts, image token strings in the rendered conversation, image token ids after
-    expansion and image feature rows from the model's vision path must agree; the labels must cover
-    some tokens and decode to exactly the assistant replies.
-
-    Returns:
-        one row per checked sample: ``id``, ``image_parts``, ``image_tokens``, ``image_features``,
-        ``assistant_tokens``, ``length``, ``fits`` (within ``max_length``).
-
-    Raises:
-        PreflightError: naming the sample id and the counts that disagree.
-    """
-    if not samples:
-        raise PreflightError("preflight got no samples")
-    picks = np.unique(np.linspace(0, len(samples) - 1, min(n, len(samples))).round().astype(int))
-    return pd.DataFrame([_preflight_row(samples[i], processor, model, config, image_cache) for i in picks])

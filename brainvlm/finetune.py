@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from brainvlm import collate, dataset, distributed, models, tasks, training
+from brainvlm import collate, dataset, distributed, models, preflight, tasks, training
 from brainvlm.paths import REPORTS_DIR
 from brainvlm.report import write_json
 from brainvlm.volumes import ViewConfig
@@ -148,7 +148,7 @@ def train_task(params: dict[str, Any], task: str, run_dir: Path, train_samples: 
                             seed=settings.seed)
     config = collate_config(settings, manifest["image_root"])
     cache = VolumeCache()
-    checked = collate.preflight(train, processor, model, config, image_cache=cache)
+    checked = preflight.preflight(train, processor, model, config, image_cache=cache)
     stage = training.Stage(task, train, val, epochs=settings.epochs, max_steps=settings.max_steps or None)
     output = Path(run_dir) / "models" / (name or task)
     if distributed.world()[0] == 0:

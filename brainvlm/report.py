@@ -7,9 +7,12 @@ import math
 import operator
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brainvlm.paths import REPORTS_DIR
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 INTERACTIVE_RUN = "interactive"  # where a notebook opened by hand (no runner) writes
 COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
@@ -122,7 +125,7 @@ def conversation_html(sample: dict, image_root: str | Path, view=None) -> str:
             + "".join(turns) + "</div>")
 
 
-def plot_training_log(logs: dict[str, "pd.DataFrame"]):
+def plot_training_log(logs: dict[str, pd.DataFrame]):
     """Training loss per step (and validation loss where measured), one panel per run, plus the learning rate."""
     import matplotlib.pyplot as plt
 

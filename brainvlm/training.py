@@ -15,17 +15,28 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from brainvlm.distributed import (Sharding, Stepper, all_reduce_sum, barrier, gather_trainable,
-                                  is_sharded, rank_slices, shard_model, sharding_from, world)
+from brainvlm.distributed import (
+    Sharding,
+    Stepper,
+    all_reduce_sum,
+    barrier,
+    gather_trainable,
+    is_sharded,
+    rank_slices,
+    shard_model,
+    sharding_from,
+    world,
+)
 
 IGNORE = -100
 
@@ -95,7 +106,7 @@ def stage_steps(stage: Stage, global_batch: int) -> int:
     if per_epoch == 0:
         raise ValueError(f"stage '{stage.name}': {len(stage.train)} training samples is fewer than one "
                          f"global batch of {global_batch}; lower batch_size or grad_accum")
-    return stage.max_steps if stage.max_steps is not None else max(1, int(math.ceil(stage.epochs * per_epoch)))
+    return stage.max_steps if stage.max_steps is not None else max(1, math.ceil(stage.epochs * per_epoch))
 
 
 def step_indices(stage: Stage, step: int, global_batch: int, seed: int,

@@ -38,7 +38,7 @@ preview_task: str = "sex"  # task whose first training sample is rendered
 import pandas as pd
 from IPython.display import HTML, display
 
-from brainvlm import collate, dataset, finetune, models, tasks, templates
+from brainvlm import collate, dataset, finetune, models, preflight, tasks, templates
 from brainvlm.report import highlight_image_tokens, resolve_run_dir, write_metrics
 from brainvlm.seeding import set_seed
 
@@ -81,7 +81,7 @@ print("trained on:", repr(processor.tokenizer.decode(label_ids)))
 
 # %%
 samples = tasks.read_jsonl(manifest["tasks"][preview_task]["files"]["train"])
-checked = collate.preflight(samples, processor, vlm, config, n=8)
+checked = preflight.preflight(samples, processor, vlm, config, n=8)
 checked
 
 # %% [markdown]

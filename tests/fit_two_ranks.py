@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -25,7 +26,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     distributed.init_distributed()
-    samples = json.loads(open(args.samples, encoding="utf-8").read())
+    samples = json.loads(Path(args.samples).read_text(encoding="utf-8"))
     model, processor = models.load(args.base)
     model = models.add_lora(model, r=4, alpha=8, seed=0)
     collator = collate.Collator(processor, collate.CollateConfig(image_root=args.images, view=ViewConfig(size=32)))

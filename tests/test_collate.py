@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from brainvlm import collate, models
-from brainvlm.collate import CollateConfig, Collator, PreflightError, TruncationError
+from brainvlm import collate, models, preflight, templates
+from brainvlm.collate import CollateConfig, Collator, TruncationError
+from brainvlm.preflight import PreflightError
 
 torch.set_num_threads(1)
 TOKENS_PER_IMAGE = 16  # (32 / 8) ** 2
@@ -197,7 +198,7 @@ def test_image_path_errors_name_the_sample_and_the_json_path(tiny, image_root):
         bad = comparison("x", ["sub-1.png"])
         bad["conversations"][0]["content"][0]["text"] += " <image>"
         collate.encode_sample(bad, processor, config)
-    with pytest.raises(collate.AssistantMaskError, match="sample q: the assistant mask covers no token"):
+    with pytest.raises(templates.AssistantMaskError, match="sample q: the assistant mask covers no token"):
         collate.encode_sample({**comparison("q", []), "conversations": comparison("q", [])["conversations"][:1]},
                               processor, config)
 
@@ -205,7 +206,7 @@ def test_image_path_errors_name_the_sample_and_the_json_path(tiny, image_root):
 def test_preflight_table_on_good_samples(tiny, image_root):
     model, processor = tiny
     samples = [comparison(f"s{i}", ["sub-1.png"] * (i % 3)) for i in range(12)]
-    table = collate.preflight(samples, processor, model, CollateConfig(image_root=image_root, max_length=80), n=4)
+    table = preflight.preflight(samples, processor, model, CollateConfig(image_root=image_root, max_length=80), n=4)
     assert table["id"].tolist() == ["s0", "s4", "s7", "s11"]
     assert (table["image_tokens"] == TOKENS_PER_IMAGE * table["image_parts"]).all()
     assert (table["image_features"] == table["image_tokens"]).all()
@@ -220,7 +221,7 @@ def test_preflight_catches_an_image_token_in_text(tiny, image_root):
     bad["conversations"][2]["content"][0]["text"] = "Compare <image> with the reference."
     with pytest.raises(PreflightError, match=r"sample bad-1: 2 image parts but 3 image token strings '<image>' "
                                              r"in the rendered conversation \(1 inside text parts\)"):
-        collate.preflight([comparison("ok", []), bad], processor, model, CollateConfig(image_root=image_root))
+        preflight.preflight([comparison("ok", []), bad], processor, model, CollateConfig(image_root=image_root))
 
 
 def test_preflight_catches_tokens_that_do_not_match_features(tiny, image_root):
@@ -229,7 +230,7 @@ def test_preflight_catches_tokens_that_do_not_match_features(tiny, image_root):
     wrong.num_additional_image_tokens = 1  # as if the vision tower had a CLS token
     with pytest.raises(PreflightError, match=r"sample w: image features and image tokens do not match: image "
                                              r"parts 2, image tokens 34, image features 32"):
-        collate.preflight([comparison("w", ["sub-1.png"])], wrong, model, CollateConfig(image_root=image_root))
+        preflight.preflight([comparison("w", ["sub-1.png"])], wrong, model, CollateConfig(image_root=image_root))
 
 
 def test_preflight_catches_an_empty_assistant_mask_and_a_bad_template(tiny, image_root):
@@ -237,12 +238,12 @@ def test_preflight_catches_an_empty_assistant_mask_and_a_bad_template(tiny, imag
     no_answer = comparison("n", [])
     no_answer["conversations"] = no_answer["conversations"][:1]
     with pytest.raises(PreflightError, match="sample n: the assistant mask covers no token"):
-        collate.preflight([no_answer], processor, model, CollateConfig(image_root=image_root))
+        preflight.preflight([no_answer], processor, model, CollateConfig(image_root=image_root))
     unmarked = copy.deepcopy(processor)
     unmarked.chat_template = unmarked.chat_template.replace("{%- generation -%}", "").replace(
         "{%- endgeneration -%}", "")
     with pytest.raises(PreflightError, match="needs {% generation %}"):
-        collate.preflight([comparison("u", [])], unmarked, model, CollateConfig(image_root=image_root))
+        preflight.preflight([comparison("u", [])], unmarked, model, CollateConfig(image_root=image_root))
 
 
 def test_config_checks(image_root):

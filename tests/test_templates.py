@@ -382,11 +382,11 @@ def assert_same_as_torch_encoding(processor, sample, config) -> None:
 
 def check_model_type(model, processor, family: str, test_data) -> None:
     """Labels exact, preflight agrees with the vision path, and a padded batch runs forward and generates."""
-    from brainvlm import collate
+    from brainvlm import collate, preflight
 
     config = collate.CollateConfig(image_root=test_data)
     samples = vqa_samples()
-    table = collate.preflight(samples, processor, model, config)
+    table = preflight.preflight(samples, processor, model, config)
     assert (table["image_tokens"] == table["image_features"]).all() and (table["image_tokens"] > 0).all()
     encoded = collate.encode_sample(samples[2], processor, config)
     assert_same_as_torch_encoding(processor, samples[2], config)

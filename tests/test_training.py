@@ -49,7 +49,7 @@ def setup(tmp_path_factory):
 
 
 def fresh(setup):
-    root, samples, base = setup
+    root, _, base = setup
     model, processor = models.load(base)
     model = models.add_lora(model, r=4, alpha=8, seed=0)
     config = collate.CollateConfig(image_root=root, view=ViewConfig(size=32))
