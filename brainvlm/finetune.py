@@ -201,6 +201,7 @@ def main_train(argv: list[str]) -> int:
     finally:
         distributed.shutdown()
     if rank == 0:
+        print(trained.result.plan.to_string(index=False))
         sharding = distributed.sharding_from(trained.settings.sharding).mode
         print(f"{args.task}: {trained.result.steps} steps on {size} process(es) ({sharding}), "
               f"best val loss {trained.result.best_val_loss}, adapter in {trained.result.adapter_dir}")

@@ -109,6 +109,29 @@ def stage_steps(stage: Stage, global_batch: int) -> int:
     return stage.max_steps if stage.max_steps is not None else max(1, math.ceil(stage.epochs * per_epoch))
 
 
+def global_batch_size(config: TrainConfig, processes: int | None = None) -> int:
+    """Samples per optimizer step: per-process batch x accumulation x processes."""
+    return config.batch_size * config.grad_accum * (world()[1] if processes is None else processes)
+
+
+def batch_plan(stages: list[Stage], config: TrainConfig, processes: int | None = None) -> pd.DataFrame:
+    """The effective-batch report: per stage, how the global batch is made and how many steps it gives.
+
+    ``dropped_per_epoch`` counts the samples left out of each epoch's incomplete final batch (a different
+    set every epoch, since the order is reshuffled).
+    """
+    processes = world()[1] if processes is None else processes
+    size = global_batch_size(config, processes)
+    rows = []
+    for stage in stages:
+        steps, per_epoch = stage_steps(stage, size), len(stage.train) // size
+        rows.append({"stage": stage.name, "batch_per_process": config.batch_size, "grad_accum": config.grad_accum,
+                     "processes": processes, "effective_batch": size, "train_samples": len(stage.train),
+                     "steps": steps, "epochs": round(steps / per_epoch, 2),
+                     "dropped_per_epoch": len(stage.train) - per_epoch * size})
+    return pd.DataFrame(rows)
+
+
 def step_indices(stage: Stage, step: int, global_batch: int, seed: int,
                  lengths: list[int] | None = None) -> list[int]:
     """Sample indices of the global batch at ``step`` of a stage (length-grouped when ``lengths`` is given)."""
@@ -191,6 +214,7 @@ class FitResult:
     seconds: float
     samples: int
     tokens: int
+    plan: pd.DataFrame = field(default_factory=pd.DataFrame)  # batch_plan: the effective batch per stage
 
     @property
     def samples_per_s(self) -> float:
@@ -305,7 +329,7 @@ def train_step(model, collator, stage: Stage, step: int, config: TrainConfig, se
                stepper: Stepper, lengths: list[int] | None = None) -> dict[str, float]:
     """One optimizer step's forward/backward over this rank's micro-batches; returns loss and counts."""
     size = world()[1]
-    indices = step_indices(stage, step, config.batch_size * config.grad_accum * size, seed, lengths)
+    indices = step_indices(stage, step, global_batch_size(config, size), seed, lengths)
     batches = [collator([stage.train[i] for i in part]) for part in rank_slices(indices, config.batch_size,
                                                                                 config.grad_accum)]
     if size > 1 and stepper.sharding.mode != "data_parallel" and any(b is None for b in batches):
@@ -331,8 +355,7 @@ def run_stage(model, collator, stage: Stage, config: TrainConfig, state: _Run,
               resume_from: Path | None, stop_after: int | None, sharding: Sharding) -> None:
     """Train one stage from ``state.stage_step`` to its end, evaluating and checkpointing on the way."""
     output = Path(config.output_dir)
-    size = world()[1]
-    total = stage_steps(stage, config.batch_size * config.grad_accum * size)
+    total = stage_steps(stage, global_batch_size(config))
     stepper = Stepper(model, stage.lr or config.lr, config.weight_decay,
                       lr_lambda(config.schedule, int(config.warmup_ratio * total), total), sharding,
                       config.batch_size, config.grad_accum, config.max_grad_norm)
@@ -390,6 +413,9 @@ def fit(model, collator, stages: list[Stage], config: TrainConfig, resume: bool 
     """
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
+    plan = batch_plan(stages, config)
+    if world()[0] == 0:
+        plan.to_csv(output / "batch_plan.csv", index=False)
     state, checkpoint = _Run(), latest_checkpoint(output) if resume else None
     if checkpoint is not None:
         state = _Run(**json.loads((checkpoint / "state.json").read_text()))
@@ -410,7 +436,7 @@ def fit(model, collator, stages: list[Stage], config: TrainConfig, resume: bool 
         checkpoint = None
     finish(model, output, state)
     return FitResult(output / "adapter", pd.DataFrame(state.log), state.best_val_loss, state.global_step,
-                     time.perf_counter() - start, state.samples, state.tokens)
+                     time.perf_counter() - start, state.samples, state.tokens, plan)
 
 
 def finish(model, output: Path, state: _Run) -> None:

@@ -84,10 +84,12 @@ print({s: len(v) for s, v in split.items()})
 # %% [markdown]
 # ## Train the categorical task
 # LoRA on the language model's projections (a pattern that leaves the vision tower's projections alone),
-# the projector and the final norm trained in full. The pre-flight check runs before step 1.
+# the projector and the final norm trained in full. The pre-flight check runs before step 1. The first
+# table is the effective batch (per-process batch x accumulation x processes) and the steps it gives.
 
 # %%
 trained = finetune.train_task(params, categorical_task, run_dir)
+display(trained.result.plan)
 pd.DataFrame([{"trainable": trained.parameters["trainable"], "total": trained.parameters["total"],
                "percent": round(trained.parameters["percent"], 2), "steps": trained.result.steps,
                "samples/s": round(trained.result.samples_per_s, 1),

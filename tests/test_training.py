@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -97,6 +98,20 @@ def test_training_reduces_the_loss(setup, tmp_path):
     _, result = run_fit(setup, tmp_path / "run")
     assert result.log["loss"].iloc[-1] < result.log["loss"].iloc[0]
     assert result.samples == 7 * 4 and result.tokens > 0
+    written = pd.read_csv(tmp_path / "run" / "batch_plan.csv")
+    assert written["steps"].tolist() == result.plan["steps"].tolist() == [4, 3]
+    assert (written["effective_batch"] == 4).all()
+
+
+def test_batch_plan_reports_the_effective_batch_and_what_each_epoch_leaves_out():
+    samples = [{"id": str(i)} for i in range(50)]
+    stages = [training.Stage("a", samples, epochs=2.0), training.Stage("b", samples[:20], max_steps=5)]
+    config = training.TrainConfig(output_dir="unused", batch_size=4, grad_accum=2)
+    plan = training.batch_plan(stages, config, processes=2).set_index("stage")
+    assert plan.loc["a", "effective_batch"] == plan.loc["b", "effective_batch"] == 16
+    assert plan.loc["a", ["steps", "epochs", "dropped_per_epoch"]].tolist() == [6, 2.0, 2]
+    assert plan.loc["b", ["steps", "epochs", "dropped_per_epoch"]].tolist() == [5, 5.0, 4]
+    assert training.global_batch_size(config, 3) == 24
 
 
 def test_too_little_data_for_one_batch_is_an_error(setup, tmp_path):
