@@ -332,22 +332,3 @@ def token_lengths(samples: list[dict], processor: Any, config: CollateConfig, im
     unlimited = replace(config, max_length=None)
     return [encode_sample(s, processor, unlimited, image_cache)["input_ids"].numel()
             for s in tqdm(samples, desc="token lengths", disable=not progress)]
-
-
-def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, megabatch: int = 50) -> list[list[int]]:
-    """Batches of indices with similar lengths, in a seeded random order.
-
-    Indices are shuffled, cut into megabatches of ``batch_size * megabatch``, sorted by length inside
-    each (longest first, ties by index), cut into batches, and the batches shuffled. Every index appears
-    once; only the last batch of the last megabatch can be short.
-    """
-    if batch_size < 1 or megabatch < 1:
-        raise ValueError(f"batch_size={batch_size}, megabatch={megabatch}: both must be >= 1")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(lengths))
-    size = batch_size * megabatch
-    batches = []
-    for start in range(0, len(order), size):
-        chunk = sorted(order[start:start + size].tolist(), key=lambda i: (-lengths[i], i))
-        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
-    return [batches[k] for k in rng.permutation(len(batches)).tolist()]

@@ -8,8 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from PIL import Image
 
 from brainvlm import collate, models, preflight, templates
@@ -252,26 +250,3 @@ def test_config_checks(image_root):
     with pytest.raises(ValueError, match="max_length=0"):
         CollateConfig(image_root, max_length=0)
     assert CollateConfig(image_root, view={"view": "coronal", "size": 48}).view.size == 48
-
-
-@settings(max_examples=60, deadline=None)
-@given(lengths=st.lists(st.integers(1, 500), min_size=0, max_size=120), batch_size=st.integers(1, 9),
-       megabatch=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
-def test_length_grouped_batches_partition_every_index(lengths, batch_size, megabatch, seed):
-    batches = collate.length_grouped_batches(lengths, batch_size, seed, megabatch)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    assert sum(len(b) < batch_size for b in batches) <= 1 and all(0 < len(b) <= batch_size for b in batches)
-    assert batches == collate.length_grouped_batches(lengths, batch_size, seed, megabatch)
-
-
-def test_length_grouping_cuts_padding():
-    lengths = np.random.default_rng(0).integers(20, 400, size=256).tolist()
-    grouped = collate.length_grouped_batches(lengths, 8, seed=0)
-    order = np.random.default_rng(0).permutation(256).tolist()
-    plain = [order[i:i + 8] for i in range(0, 256, 8)]
-
-    def padding(batches):
-        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
-
-    assert padding(grouped) < 0.2 * padding(plain)
-    assert grouped != collate.length_grouped_batches(lengths, 8, seed=1)

@@ -103,17 +103,6 @@ def test_training_reduces_the_loss(setup, tmp_path):
     assert (written["effective_batch"] == 4).all()
 
 
-def test_batch_plan_reports_the_effective_batch_and_what_each_epoch_leaves_out():
-    samples = [{"id": str(i)} for i in range(50)]
-    stages = [training.Stage("a", samples, epochs=2.0), training.Stage("b", samples[:20], max_steps=5)]
-    config = training.TrainConfig(output_dir="unused", batch_size=4, grad_accum=2)
-    plan = training.batch_plan(stages, config, processes=2).set_index("stage")
-    assert plan.loc["a", "effective_batch"] == plan.loc["b", "effective_batch"] == 16
-    assert plan.loc["a", ["steps", "epochs", "dropped_per_epoch"]].tolist() == [6, 2.0, 2]
-    assert plan.loc["b", ["steps", "epochs", "dropped_per_epoch"]].tolist() == [5, 5.0, 4]
-    assert training.global_batch_size(config, 3) == 24
-
-
 def test_too_little_data_for_one_batch_is_an_error(setup, tmp_path):
     model, collator = fresh(setup)
     _, samples, _ = setup
@@ -218,22 +207,6 @@ def test_sharding_follows_the_accelerate_config(env, expected):
 def test_unsupported_accelerate_settings_are_named(env, message):
     with pytest.raises(ValueError, match=message):
         distributed.sharding_from("data_parallel", env)
-
-
-def test_length_grouped_steps_cover_every_sample_once_per_epoch_with_less_padding():
-    lengths = [100 + 40 * (i % 2) + i % 3 for i in range(64)]
-    stage = training.Stage("a", [{"id": str(i)} for i in range(64)], max_steps=16)
-    grouped = [training.step_indices(stage, step, 8, seed=3, lengths=lengths) for step in range(8)]
-    plain = [training.step_indices(stage, step, 8, seed=3) for step in range(8)]
-    for order in (grouped, plain):
-        assert sorted(i for batch in order for i in batch) == list(range(64))
-
-    def padding(batches):
-        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
-
-    assert padding(grouped) < padding(plain) / 4
-    assert grouped == [training.step_indices(stage, step, 8, seed=3, lengths=lengths) for step in range(8)]
-    assert grouped != [training.step_indices(stage, 8 + step, 8, seed=3, lengths=lengths) for step in range(8)]
 
 
 def test_fit_with_length_grouping_trains(setup, tmp_path):
