@@ -150,11 +150,7 @@ def _apply_template(processor: Any, messages: list[dict], sample_id: str, prompt
 
 
 def _to_tensor(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    if isinstance(value, list) and value and isinstance(value[0], (int, list)):
-        return torch.tensor(value)
-    return value
+    return torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
 
 
 def _too_long(sample_id: str, ids: torch.Tensor, labels: torch.Tensor | None, n_images: int,

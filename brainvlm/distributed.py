@@ -263,9 +263,9 @@ class Stepper:
             if path is None:
                 raise FileNotFoundError(f"{folder / 'deepspeed'}: no DeepSpeed state to resume from")
             return
-        state = torch.load(folder / "optimizer.pt", weights_only=False) if world()[0] == 0 or not is_sharded(
-            self.model) else {}
-        if is_sharded(self.model):
+        sharded = is_sharded(self.model)
+        state = torch.load(folder / "optimizer.pt", weights_only=False) if world()[0] == 0 or not sharded else {}
+        if sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
             set_optimizer_state_dict(self.model, self.optimizer, state, options=StateDictOptions(

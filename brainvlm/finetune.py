@@ -117,6 +117,14 @@ class TrainedTask:
     preflight: Any
 
 
+def load_base(base: str, settings: TrainSettings) -> tuple[Any, Any]:
+    """The base model and processor on this process's device (4-bit weights are placed by the loader)."""
+    device = distributed.local_device()
+    model, processor = models.load(base, dtype=settings.dtype, load_in_4bit=settings.load_in_4bit,
+                                   device_map={"": device} if settings.load_in_4bit else None)
+    return (model if settings.load_in_4bit else model.to(device)), processor
+
+
 def train_task(params: dict[str, Any], task: str, run_dir: Path, train_samples: list[dict] | None = None,
                name: str | None = None, resume: bool = False, stop_after: int | None = None,
                progress: bool = True) -> TrainedTask:
@@ -139,10 +147,7 @@ def train_task(params: dict[str, Any], task: str, run_dir: Path, train_samples: 
     train = train_samples if train_samples is not None else tasks.read_jsonl(files["train"])
     val = tasks.read_jsonl(files["val"])[:settings.val_samples]
     base = base_model(settings, run_dir, manifest)
-    device = distributed.local_device()
-    model, processor = models.load(base, dtype=settings.dtype, load_in_4bit=settings.load_in_4bit,
-                                   device_map={"": device} if settings.load_in_4bit else None)
-    model = model if settings.load_in_4bit else model.to(device)
+    model, processor = load_base(base, settings)
     model = models.add_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout,
                             train_projector=settings.train_projector, vision=settings.lora_vision,
                             seed=settings.seed)
@@ -170,10 +175,7 @@ def load_trained(run_dir: Path, name: str, adapter: str = "adapter") -> tuple[An
     base = saved.pop("base_model")
     saved.pop("task")
     settings = TrainSettings(**saved)
-    device = distributed.local_device()
-    model, processor = models.load(base, dtype=settings.dtype, load_in_4bit=settings.load_in_4bit,
-                                   device_map={"": device} if settings.load_in_4bit else None)
-    model = model if settings.load_in_4bit else model.to(device)
+    model, processor = load_base(base, settings)
     model = models.load_adapter(model, folder / adapter)
     return model.eval(), processor, settings
 
@@ -245,7 +247,7 @@ def weights_fingerprint(model) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for name, value in sorted(training.trainable_state(model).items()) or sorted(model.state_dict().items()):
+    for name, value in sorted(distributed.gather_trainable(model).items()) or sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(value.detach().cpu().float().numpy().tobytes())
     return digest.hexdigest()

@@ -80,7 +80,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(setup, tmp_path)
     assert training.latest_checkpoint(tmp_path / "crash").name == "step-4"
     resumed_model, resumed = run_fit(setup, tmp_path / "crash", resume=True)
     assert resumed.steps == result.steps == 7
-    assert_same_state(training.trainable_state(model), training.trainable_state(resumed_model))
+    assert_same_state(distributed.gather_trainable(model), distributed.gather_trainable(resumed_model))
     assert list(resumed.log["step"]) == list(range(1, 8))  # the log survives the crash too
 
 
@@ -89,7 +89,7 @@ def test_best_adapter_by_validation_loss_is_kept_and_loaded(setup, tmp_path):
     val = result.log.dropna(subset=["val_loss"])
     assert len(val) >= 3 and result.best_val_loss == pytest.approx(val["val_loss"].min())
     saved = torch.load(result.adapter_dir / "trainable.pt", weights_only=True)
-    assert_same_state(saved, training.trainable_state(model), atol=0)
+    assert_same_state(saved, distributed.gather_trainable(model), atol=0)
     assert (result.adapter_dir / "adapter_config.json").is_file()
     assert set(result.log["stage"]) == {"a", "b"} and result.log["lr"].iloc[-1] < 5.0e-4
 
@@ -118,7 +118,7 @@ def test_gradient_accumulation_equals_the_larger_batch(setup, tmp_path):
         config = training.TrainConfig(output_dir=str(tmp_path / f"{batch}"), batch_size=batch, grad_accum=accum,
                                       progress=False)
         training.fit(model, collator, [training.Stage("a", samples, max_steps=3)], config)
-    assert_same_state(training.trainable_state(big[0]), training.trainable_state(small[0]), atol=1e-5)
+    assert_same_state(distributed.gather_trainable(big[0]), distributed.gather_trainable(small[0]), atol=1e-5)
 
 
 TWO_PROCESSES = {
