@@ -20,6 +20,7 @@ run: $(VENV)/.installed
 	$(PY) -m brainvlm run --params $(PARAMS) --run $(RUN)
 
 test: $(VENV)/.installed
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 # Regenerate every .ipynb from its .py source (the .py files are what people edit).

@@ -3,7 +3,7 @@
 Both methods answer the same comparison conversations (a reference image with its label, then a query
 image) with the same model, the same greedy settings and the same stop tokens, in one run, so the
 printed ratio compares numbers measured side by side. The loop is the baseline every evaluation script
-starts from; the batched path is ``brainvlm.inference.predict`` (with its JSONL appends and fsyncs).
+starts from; the batched path is ``brainvlm.eval.generate.predict`` (with its JSONL appends and fsyncs).
 
     python benchmarks/bench_generate.py                      # CPU, tiny model, batch 16
     python benchmarks/bench_generate.py --quick              # smoke run
@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from brainvlm import collate, inference, models, templates
+from brainvlm.eval import generate
+from brainvlm.model import collate, loader, lora, templates, tiny
 
 
 def write_images(folder: Path, n: int, size: int, seed: int) -> list[str]:
@@ -67,8 +68,8 @@ def make_samples(images: list[str], n: int, seed: int) -> list[dict]:
 
 def build_model(size: str, device: str, dtype: torch.dtype, seed: int) -> tuple:
     """The tiny (or real-size) LLaVA-interleave model with a random LoRA adapter, and its processor."""
-    model, processor = models.tiny_model(seed=seed, size=size)
-    model = models.add_lora(model, seed=seed)
+    model, processor = tiny.tiny_model(seed=seed, size=size)
+    model = lora.add_lora(model, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -89,7 +90,7 @@ def loop_one_at_a_time(model, processor, samples: list[dict], config: collate.Co
         inputs["pixel_values"] = encoded["pixel_values"].to(device, dtype)
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
                                 pad_token_id=processor.tokenizer.pad_token_id)
-        new = inference.cut_at_stop(output[0, inputs["input_ids"].shape[1]:].tolist(), stops)
+        new = generate.cut_at_stop(output[0, inputs["input_ids"].shape[1]:].tolist(), stops)
         texts.append(processor.tokenizer.decode(new, skip_special_tokens=True).strip())
     return texts
 
@@ -128,7 +129,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     model, processor = build_model(args.size, args.device, dtype, args.seed)
-    stops = templates.stop_token_ids(processor.tokenizer, models.model_family(model))
+    stops = templates.stop_token_ids(processor.tokenizer, loader.model_family(model))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         samples = make_samples(write_images(folder, 32, 64, args.seed), args.n, args.seed)
@@ -136,11 +137,11 @@ def main() -> None:
         collator = collate.Collator(processor, config, prompt_only=True, cache_mb=0)
         warm = samples[:2]
         loop_one_at_a_time(model, processor, warm, config, stops, 2)
-        inference.predict(model, warm, folder / "warm.jsonl", collator, processor.tokenizer, stops, 2, 2,
+        generate.predict(model, warm, folder / "warm.jsonl", collator, processor.tokenizer, stops, 2, 2,
                           progress=False)
         loop, loop_s = timed(lambda: loop_one_at_a_time(model, processor, samples, config, stops,
                                                         args.max_new_tokens), args.device)
-        table, batch_s = timed(lambda: inference.predict(
+        table, batch_s = timed(lambda: generate.predict(
             model, samples, folder / "batched.jsonl", collator, processor.tokenizer, stops, args.batch_size,
             args.max_new_tokens, False), args.device)
     same = sum(a == b for a, b in zip(loop, table["prediction"]))

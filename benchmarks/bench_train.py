@@ -1,6 +1,6 @@
 """Training samples/s and tokens/s: brainvlm's collator + fit vs TRL's SFTTrainer vs a pad-to-fixed-length loop.
 
-Every method trains the same LoRA adapter (``brainvlm.models.add_lora``, r=8, language-model projections
+Every method trains the same LoRA adapter (``brainvlm.model.lora.add_lora``, r=8, language-model projections
 plus projector and final norm) on the same model and the same 2-image comparison conversations (PNG images
 read from disk), batch 8:
 
@@ -145,7 +145,7 @@ def make_samples(images: list[str], n: int, seed: int) -> list[dict]:
 
 def prepare(work: Path, sizes: list[str], n_samples: int, seed: int) -> None:
     """Write each size's model, PNG images at its image size and the samples under ``work/<size>/``."""
-    from brainvlm.models import build_tiny_model
+    from brainvlm.model.tiny import build_tiny_model
 
     for size in sizes:
         model_dir = build_tiny_model(work / size / "model", seed=seed, **SIZES[size])
@@ -187,7 +187,7 @@ class StepClock:
 
 def brainvlm_collator(processor: Any, spec: RunSpec, pad_length: int | None = None, cache_mb: float = 256.0) -> Any:
     """brainvlm's Collator on the run's images; ``pad_length`` pads every batch to exactly that length."""
-    from brainvlm.collate import CollateConfig, Collator
+    from brainvlm.model.collate import CollateConfig, Collator
 
     config = CollateConfig(image_root=spec.folder("images"), max_length=pad_length, pad_to_multiple_of=pad_length)
     return Collator(processor, config, cache_mb=cache_mb)
@@ -196,7 +196,8 @@ def brainvlm_collator(processor: Any, spec: RunSpec, pad_length: int | None = No
 def run_brainvlm(model: Any, processor: Any, samples: list[dict], spec: RunSpec, cache: bool = True,
                  precision: str | None = None) -> StepClock:
     """``training.fit`` over one stage of ``total_steps`` steps with a ``Collator``; precision defaults to spec's."""
-    from brainvlm.training import Stage, TrainConfig, fit
+    from brainvlm.train.config import Stage, TrainConfig
+    from brainvlm.train.fit import fit
 
     clock = StepClock(brainvlm_collator(processor, spec, cache_mb=256.0 if cache else 0.0))
     config = TrainConfig(output_dir=str(spec.folder(f"out_{spec.method}")), lr=spec.lr, batch_size=BATCH_SIZE,
@@ -207,7 +208,7 @@ def run_brainvlm(model: Any, processor: Any, samples: list[dict], spec: RunSpec,
 
 def fixed_length(processor: Any, samples: list[dict], spec: RunSpec) -> int:
     """``spec.pad_length``, raised to the longest sample rounded up to a multiple of 512 if that is longer."""
-    from brainvlm.collate import token_lengths
+    from brainvlm.model.collate import token_lengths
 
     longest = max(token_lengths(samples, processor, brainvlm_collator(processor, spec).config))
     return max(spec.pad_length, math.ceil(longest / 512) * 512)
@@ -217,8 +218,8 @@ def run_pad_fixed(model: Any, processor: Any, samples: list[dict], spec: RunSpec
     """A plain loop: every sample padded to one fixed length, the model's own mean loss, AdamW."""
     import torch
 
-    from brainvlm.collate import model_inputs
-    from brainvlm.training import autocast
+    from brainvlm.model.collate import model_inputs
+    from brainvlm.train.fit import autocast
 
     clock = StepClock(brainvlm_collator(processor, spec, fixed_length(processor, samples, spec), cache_mb=0.0))
     device = torch.device(spec.device)
@@ -301,6 +302,12 @@ def rss_mib() -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
+def peak_rss_mib() -> float:
+    """Peak resident set size so far, MiB. The kernel updates its high-water mark (``ru_maxrss``) lazily, so
+    it can read a little below the current size: the larger of the two is the peak."""
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rss_mib())
+
+
 RUNNERS: dict[str, Callable[..., StepClock]] = {
     "brainvlm": run_brainvlm,
     "brainvlm_nocache": lambda *a: run_brainvlm(*a, cache=False),
@@ -316,7 +323,8 @@ def run_worker(spec: RunSpec) -> dict[str, Any]:
     """Load the model, add LoRA, train with ``spec.method``; returns rates, memory and parameter count."""
     import torch
 
-    from brainvlm.models import add_lora, load
+    from brainvlm.model.loader import load
+    from brainvlm.model.lora import add_lora
 
     torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
@@ -329,7 +337,7 @@ def run_worker(spec: RunSpec) -> dict[str, Any]:
     clock = RUNNERS[spec.method](model, processor, samples, spec)
     result = clock.rates(spec.warmup, spec.steps, BATCH_SIZE)
     result.update(method=spec.method, size=spec.size, rss_before_mib=before,
-                  peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  peak_rss_mib=peak_rss_mib(),
                   params=sum(p.numel() for p in model.parameters()),
                   mean_length=float(np.mean(clock.tokens)) / BATCH_SIZE)
     if spec.device == "cuda":

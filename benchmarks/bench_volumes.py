@@ -24,8 +24,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from brainvlm.volume_cache import VolumeCache
-from brainvlm.volumes import ViewConfig, load_view
+from brainvlm.data.views import ViewConfig, load_view
+from brainvlm.data.volume_cache import VolumeCache
 
 SHAPE = (99, 117, 95)
 TARGET = (64, 64, 64)
@@ -170,8 +170,8 @@ def abcd_scale_cohort(n: int, seed: int):
 
 def time_task_building(n: int, seed: int) -> str:
     """Seconds to split and build comparison samples (num_pairs 3) for an n-subject table."""
-    from brainvlm.splits import split_subjects
-    from brainvlm.tasks import TaskSpec, build_samples
+    from brainvlm.data.comparison import TaskSpec, build_samples
+    from brainvlm.data.splits import split_subjects
 
     table = abcd_scale_cohort(n, seed)
     lines = [f"task building for {n} subjects (no image voxels read):"]

@@ -1,7 +1,7 @@
-"""``python -m brainvlm``: see brainvlm.cli."""
+"""``python -m brainvlm``: see brainvlm.app.cli."""
 
 import sys
 
-from brainvlm.cli import main
+from brainvlm.app.cli import main
 
 sys.exit(main())

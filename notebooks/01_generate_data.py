@@ -26,7 +26,7 @@
 # %% tags=["parameters"]
 run_dir: str = ""  # run folder, injected by the runner (empty: reports/interactive)
 seed: int = 0  # one seed for the cohort, the splits and the sampling of pairs
-study: str = "synthetic"  # study name used in sample ids, e.g. ABCD
+cohort_name: str = "synthetic"  # cohort name used in sample ids, e.g. ABCD
 cohort_table: str = ""  # phenotype CSV/TSV (empty: build the synthetic cohort)
 image_root: str = ""  # folder the image paths are relative to (ignored for the synthetic cohort)
 id_col: str = "participant_id"  # subject id column of the table
@@ -42,7 +42,7 @@ split_fractions: list = [0.6, 0.2, 0.2]  # train / val / test share of subjects
 reference_fraction: float = 0.5  # share of each split's subjects in its reference pool
 n_bins: int = 4  # quantile bins that stratify a numerical target
 n_examples: int = 10  # pretty-printed examples per task in data/<task>/samples/
-tasks: list = [{"name": "sex", "task_type": "categorical", "target_col": "sex", "labels": {"male": ["M"], "female": ["F"]}, "num_pairs": 2}, {"name": "bmi", "task_type": "numerical", "target_col": "BMI_z", "num_pairs": 2, "precision": 2}]  # noqa: E501
+tasks: list = [{"name": "sex", "task_type": "categorical", "target_col": "sex", "labels": {"male": ["M"], "female": ["F"]}, "num_pairs": 2}, {"name": "bmi", "task_type": "numerical", "target_col": "BMI_z", "num_pairs": 2, "precision": 2}]
 
 # %%
 from pathlib import Path
@@ -52,9 +52,9 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import HTML, display
 
-from brainvlm import cohort, dataset, splits, synthetic
-from brainvlm.report import conversation_html, resolve_run_dir, save_figure, write_metrics
-from brainvlm.seeding import set_seed
+from brainvlm.app.report import conversation_html, resolve_run_dir, save_figure, write_metrics
+from brainvlm.core.seeding import set_seed
+from brainvlm.data import cohort, dataset, splits, synthetic_brain
 
 set_seed(seed)
 run_dir = resolve_run_dir(run_dir)
@@ -65,11 +65,11 @@ sns.set_theme(style="whitegrid", context="notebook")
 # ## The cohort
 # Without a phenotype table, brainvlm builds its synthetic default: every subject is a smooth random
 # deformation of nilearn's MNI152 template plus noise, with a planted regional intensity effect of sex
-# and of BMI z-score (see `brainvlm/synthetic.py`), and FA maps and short 4D BOLD series for a subset.
+# and of BMI z-score (see `brainvlm/data/synthetic_brain.py`), and FA maps and short 4D BOLD series for a subset.
 
 # %%
 if not cohort_table:
-    cohort_table = str(synthetic.make_synthetic_cohort(data_dir / "cohort", n_subjects=n_subjects, seed=seed,
+    cohort_table = str(synthetic_brain.make_synthetic_cohort(data_dir / "cohort", n_subjects=n_subjects, seed=seed,
                                                        shape=(volume_size,) * 3))
     image_root = str(Path(cohort_table).parent)
 table = cohort.read_table(cohort_table, id_col=id_col, session_col=session_col or None, session=session or None)
@@ -88,7 +88,7 @@ config = dataset.DataConfig(image_root=image_root, image_pattern=image_pattern, 
                             reference_fraction=reference_fraction, n_bins=n_bins, seed=seed)
 prepared = []
 for entry in tasks:
-    spec, own_pattern = dataset.task_spec(entry, study)
+    spec, own_pattern = dataset.task_spec(entry, cohort_name)
     task_data = dataset.prepare_task(table, spec, config, table_path=cohort_table, image_pattern=own_pattern)
     dataset.write_task(task_data, data_dir, n_examples=n_examples)
     prepared.append(task_data)
@@ -140,7 +140,7 @@ for d in prepared:
 # %%
 metrics = {f"{d.spec.name}.n_{split}": len(d.samples[split]) for d in prepared for split in dataset.SPLITS}
 metrics.update({f"{d.spec.name}.n_excluded": len(d.exclusions) for d in prepared})
-write_metrics(run_dir, "01_generate_data", metrics)
+metrics = write_metrics(run_dir, "01_generate_data", metrics, study="brain")
 for d in prepared:
     assert all(len(d.samples[s]) > 0 for s in dataset.SPLITS), f"{d.spec.name}: a split has no samples"
     assert splits.audit_splits(d.assignment)["passed"].all(), f"{d.spec.name}: leakage audit failed"

@@ -33,10 +33,11 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from brainvlm import dataset, schema, splits, tasks, volumes
-from brainvlm.paths import PROJECT_ROOT
-from brainvlm.report import resolve_run_dir, save_figure, write_metrics
-from brainvlm.seeding import set_seed
+from brainvlm.app.report import resolve_run_dir, save_figure, write_metrics
+from brainvlm.core.jsonio import read_jsonl
+from brainvlm.core.paths import PROJECT_ROOT
+from brainvlm.core.seeding import set_seed
+from brainvlm.data import dataset, splits, validate, views, volumes
 
 set_seed(0)
 run_dir = resolve_run_dir(run_dir)
@@ -59,7 +60,7 @@ display(Markdown((PROJECT_ROOT / "docs" / "sample_format.md").read_text()))
 
 # %%
 files = [t["files"][s] for t in manifest["tasks"].values() for s in dataset.SPLITS]
-issues = schema.validate_files(files, image_root=image_root)
+issues = validate.validate_files(files, image_root=image_root)
 print(f"{len(files)} files checked, {len(issues)} problems")
 issues.head(50)
 
@@ -73,7 +74,7 @@ audits = []
 for name, task in manifest["tasks"].items():
     assignment = pd.read_csv(task["files"]["splits"], sep="\t", dtype={"subject": str, "group": str})
     audits.append(splits.audit_splits(assignment).assign(task=name))
-    subjects = {s: {x for sample in tasks.read_jsonl(task["files"][s]) for x in
+    subjects = {s: {x for sample in read_jsonl(task["files"][s]) for x in
                     [sample["metadata"]["query_subject"], *sample["metadata"]["reference_subjects"]]}
                 for s in dataset.SPLITS}
     crossing = (subjects["train"] & subjects["val"]) | (subjects["train"] & subjects["test"]) | (
@@ -87,7 +88,7 @@ audit
 # ## Turns, images and text per sample
 
 # %%
-stats = pd.concat([dataset.sample_statistics(tasks.read_jsonl(t["files"][s])).assign(task=name, split=s)
+stats = pd.concat([dataset.sample_statistics(read_jsonl(t["files"][s])).assign(task=name, split=s)
                    for name, t in manifest["tasks"].items() for s in dataset.SPLITS], ignore_index=True)
 display(stats.groupby(["task", "split"])[["turns", "images", "text_chars"]].describe().round(1))
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -104,13 +105,13 @@ save_figure(fig, run_dir, "02_sample_statistics")
 
 # %%
 previews = dataset.find_modality_images(image_root, n_per_modality=n_preview)
-views = {"axial": volumes.ViewConfig(view="axial", size=preview_size),
-         "orthogonal": volumes.ViewConfig(view="orthogonal", size=preview_size),
-         "montage": volumes.ViewConfig(view="montage", size=preview_size * 2, k=9)}
+configs = {"axial": views.ViewConfig(view="axial", size=preview_size),
+           "orthogonal": views.ViewConfig(view="orthogonal", size=preview_size),
+           "montage": views.ViewConfig(view="montage", size=preview_size * 2, k=9)}
 fig, axes = plt.subplots(len(previews), 3, figsize=(9, 3 * len(previews)), squeeze=False)
 for row, (modality, path) in enumerate(previews):
-    for col, (kind, view) in enumerate(views.items()):
-        axes[row, col].imshow(volumes.load_view(Path(image_root) / path, modality, view))
+    for col, (kind, view) in enumerate(configs.items()):
+        axes[row, col].imshow(views.load_view(Path(image_root) / path, modality, view))
         axes[row, col].set_title(f"{modality} · {kind}", fontsize=9)
         axes[row, col].axis("off")
 fig.tight_layout()
@@ -125,7 +126,7 @@ pd.DataFrame([{"modality": m, "path": p, **volumes.volume_summary(Path(image_roo
 # %%
 metrics = {"n_files": len(files), "n_samples": len(stats), "n_validation_errors": len(issues),
            "leakage_checks_failed": int((~audit["passed"]).sum())}
-write_metrics(run_dir, "02_validate_data", metrics)
+metrics = write_metrics(run_dir, "02_validate_data", metrics, study="brain")
 assert len(issues) == 0, f"{len(issues)} validation problems, first: {issues.iloc[0].to_dict()}"
 assert audit["passed"].all(), "leakage audit failed"
 print(json.dumps(metrics, indent=1))

@@ -22,7 +22,7 @@
 #
 # The embedded default is the LLaVA-interleave architecture (Qwen2 language model, SigLIP vision tower,
 # projector) at tiny size with random weights and a tokenizer trained on the task's text. It is written
-# with `save_pretrained` and read back through `brainvlm.models.load`, the same path a real checkpoint takes.
+# with `save_pretrained` and read back through `brainvlm.model.loader.load`, the same path a real checkpoint takes.
 
 # %% tags=["parameters"]
 run_dir: str = ""  # run folder, injected by the runner (empty: reports/interactive)
@@ -30,25 +30,28 @@ seed: int = 0  # initialisation seed of the tiny default
 model: str = "tiny"  # tiny | tiny-real-size | local checkpoint path | hub id
 dtype: str = "float32"  # float32 | bfloat16 | float16
 load_in_4bit: bool = False  # bitsandbytes 4-bit (needs a CUDA device)
-view: str = "axial"  # 2D view of a volume the model sees: axial | orthogonal | montage | ...
-view_size: int = 32  # view edge in pixels (the tiny default's image size)
-preview_task: str = "sex"  # task whose first training sample is rendered
+brain_view: str = "axial"  # 2D view of a volume the model sees: axial | orthogonal | montage | ...
+brain_view_size: int = 32  # view edge in pixels (the tiny default's image size)
+brain_preview_task: str = "sex"  # task whose first training sample is rendered
 
 # %%
 import pandas as pd
 from IPython.display import HTML, display
 
-from brainvlm import collate, dataset, finetune, models, preflight, tasks, templates
-from brainvlm.report import highlight_image_tokens, resolve_run_dir, write_metrics
-from brainvlm.seeding import set_seed
+from brainvlm.app.report import highlight_image_tokens, resolve_run_dir, write_metrics
+from brainvlm.core.jsonio import read_jsonl
+from brainvlm.core.seeding import set_seed
+from brainvlm.data import dataset, views
+from brainvlm.model import collate, lora, preflight, templates
+from brainvlm.model.loader import load, model_family
+from brainvlm.studies import brain
 
 set_seed(seed)
 run_dir = resolve_run_dir(run_dir)
 manifest = dataset.read_manifest(run_dir)
-settings = finetune.settings_for(finetune.collect_settings(globals()), preview_task)
-checkpoint = finetune.base_model(settings, run_dir, manifest)
-vlm, processor = models.load(checkpoint, dtype=dtype, load_in_4bit=load_in_4bit)
-family = models.model_family(vlm)
+checkpoint = brain.base_model(model, seed, run_dir, manifest)
+vlm, processor = load(checkpoint, dtype=dtype, load_in_4bit=load_in_4bit)
+family = model_family(vlm)
 print(f"{type(vlm).__name__} from {checkpoint}; chat family: {family}")
 
 # %% [markdown]
@@ -56,7 +59,7 @@ print(f"{type(vlm).__name__} from {checkpoint}; chat family: {family}")
 # Parameters per component. LoRA (notebook 04) trains a small share of these.
 
 # %%
-report = models.parameter_report(vlm)
+report = lora.parameter_report(vlm)
 pd.DataFrame(report["by_component"]).T.assign(share=lambda t: t["total"] / report["total"])
 
 # %% [markdown]
@@ -66,8 +69,9 @@ pd.DataFrame(report["by_component"]).T.assign(share=lambda t: t["total"] / repor
 # cover exactly the answers and their end-of-turn token.
 
 # %%
-sample = tasks.read_jsonl(manifest["tasks"][preview_task]["files"]["train"])[0]
-config = finetune.collate_config(settings, manifest["image_root"])
+sample = read_jsonl(manifest["tasks"][brain_preview_task]["files"]["train"])[0]
+config = collate.CollateConfig(image_root=manifest["image_root"],
+                               view=views.ViewConfig(view=brain_view, size=brain_view_size))
 encoded = collate.encode_sample(sample, processor, config)
 display(HTML(highlight_image_tokens(processor.tokenizer.decode(encoded["input_ids"]))))
 label_ids = encoded["input_ids"][encoded["labels"] != -100]
@@ -80,7 +84,7 @@ print("trained on:", repr(processor.tokenizer.decode(label_ids)))
 # the sample id and the counts, instead of failing at step 1 of training.
 
 # %%
-samples = tasks.read_jsonl(manifest["tasks"][preview_task]["files"]["train"])
+samples = read_jsonl(manifest["tasks"][brain_preview_task]["files"]["train"])
 checked = preflight.preflight(samples, processor, vlm, config, n=8)
 checked
 
@@ -103,6 +107,6 @@ print("answer:", repr(processor.tokenizer.decode(output[0, prompt["input_ids"].s
 metrics = {"model_parameters": report["total"], "chat_family": family,
            "image_tokens_per_image": int(checked["image_tokens"].iloc[0] // checked["image_parts"].iloc[0]),
            "preflight_samples_ok": int(checked["fits"].sum())}
-write_metrics(run_dir, "03_load_model", metrics)
+metrics = write_metrics(run_dir, "03_load_model", metrics, study="brain")
 assert (checked["image_tokens"] == checked["image_features"]).all()
 metrics

@@ -31,34 +31,34 @@ seed: int = 0  # seed of initialisation, data order and controls
 model: str = "tiny"  # tiny | tiny-real-size | local checkpoint path | hub id
 dtype: str = "float32"  # float32 | bfloat16 | float16 (weights)
 load_in_4bit: bool = False  # bitsandbytes 4-bit base weights (needs a CUDA device)
-lora_r: int = 8  # LoRA rank
-lora_alpha: int = 16  # LoRA scaling numerator
-lora_dropout: float = 0.0  # LoRA dropout
-lora_vision: str = "frozen"  # vision tower: frozen | lora | full
-train_projector: bool = True  # train the multimodal projector fully
-batch_size: int = 8  # per process; global batch is batch_size x grad_accum x processes
-grad_accum: int = 1  # gradient accumulation steps
-lr: float = 2.0e-3  # peak learning rate
-epochs: float = 2.0  # passes over the training samples
-max_steps: int = 0  # optimizer steps (0: from epochs)
-warmup_ratio: float = 0.05  # share of steps with linear warmup
-schedule: str = "cosine"  # cosine | linear | constant
-precision: str = "fp32"  # fp32 | bf16 | fp16 mixed precision
-gradient_checkpointing: bool = False  # trade compute for memory
-group_by_length: bool = False  # batches of similar token length; groups labels when answers differ in length
-sharding: str = "data_parallel"  # several processes: data_parallel | fsdp | deepspeed
-eval_every: int = 20  # steps between validation losses
-save_every: int = 20  # steps between resumable checkpoints
-val_samples: int = 32  # validation samples in the validation loss
-view: str = "axial"  # 2D view of a volume: axial | orthogonal | montage | ...
-view_size: int = 32  # view edge in pixels
-max_length: int = 0  # longest sequence in tokens (0: no limit); longer samples are an error or dropped
-on_truncation: str = "error"  # error | drop
-task_overrides: dict = {"bmi": {"lora_vision": "full", "epochs": 4.0}}  # per-task settings
-categorical_task: str = "sex"  # task trained and checked with the image controls
-numerical_task: str = "bmi"  # numerical task (empty: none)
-generate_batch_size: int = 16  # prompts per generation batch
-max_new_tokens: int = 24  # longest generated answer
+brain_lora_r: int = 8  # LoRA rank
+brain_lora_alpha: int = 16  # LoRA scaling numerator
+brain_lora_dropout: float = 0.0  # LoRA dropout
+brain_lora_vision: str = "frozen"  # vision tower: frozen | lora | full
+brain_train_projector: bool = True  # train the multimodal projector fully
+brain_batch_size: int = 8  # per process; global batch is batch x accumulation x processes
+brain_grad_accum: int = 1  # gradient accumulation steps
+brain_lr: float = 2.0e-3  # peak learning rate
+brain_epochs: float = 2.0  # passes over the training samples
+brain_max_steps: int = 0  # optimizer steps (0: from epochs)
+brain_warmup_ratio: float = 0.05  # share of steps with linear warmup
+brain_schedule: str = "cosine"  # cosine | linear | constant
+brain_precision: str = "fp32"  # fp32 | bf16 | fp16 mixed precision
+brain_gradient_checkpointing: bool = False  # trade compute for memory
+brain_group_by_length: bool = False  # batches of similar token length (groups labels when answer lengths differ)
+brain_sharding: str = "data_parallel"  # several processes: data_parallel | fsdp | deepspeed
+brain_eval_every: int = 20  # steps between validation losses
+brain_save_every: int = 20  # steps between resumable checkpoints
+brain_val_samples: int = 32  # validation samples in the validation loss
+brain_view: str = "axial"  # 2D view of a volume: axial | orthogonal | montage | ...
+brain_view_size: int = 32  # view edge in pixels
+brain_max_length: int = 0  # longest sequence in tokens (0: no limit); longer samples are an error or dropped
+brain_on_truncation: str = "error"  # error | drop
+brain_task_overrides: dict = {"bmi": {"lora_vision": "full", "epochs": 4.0}}  # per-task settings
+brain_categorical_task: str = "sex"  # task trained and checked with the image controls
+brain_numerical_task: str = "bmi"  # numerical task (empty: none)
+brain_generate_batch_size: int = 16  # prompts per generation batch
+brain_max_new_tokens: int = 24  # longest generated answer
 expect: dict = {}  # metric name -> comparison rule, checked at the end (see params/default.yaml)
 
 # %%
@@ -68,17 +68,28 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from brainvlm import controls, dataset, finetune, scoring, tasks
-from brainvlm.report import check_expectations, plot_training_log, resolve_run_dir, save_figure, write_metrics
-from brainvlm.seeding import set_seed
+from brainvlm.app.report import (
+    check_expectations,
+    comparison_metrics,
+    plot_training_log,
+    resolve_run_dir,
+    save_figure,
+    write_metrics,
+)
+from brainvlm.core.jsonio import read_jsonl
+from brainvlm.core.seeding import set_seed
+from brainvlm.data import dataset
+from brainvlm.eval import bootstrap, scoring
+from brainvlm.studies import brain, controls
 
 set_seed(seed)
 run_dir = resolve_run_dir(run_dir)
 manifest = dataset.read_manifest(run_dir)
 image_root = manifest["image_root"]
-params = finetune.collect_settings(globals())
-split = {s: tasks.read_jsonl(manifest["tasks"][categorical_task]["files"][s]) for s in dataset.SPLITS}
-synonyms = {label: list(raw) for label, raw in (manifest["tasks"][categorical_task]["labels"] or {}).items()}
+params = brain.collect_settings(globals())
+task, numeric_task = brain_categorical_task, brain_numerical_task
+split = {s: read_jsonl(manifest["tasks"][task]["files"][s]) for s in dataset.SPLITS}
+synonyms = {label: list(raw) for label, raw in (manifest["tasks"][task]["labels"] or {}).items()}
 print({s: len(v) for s, v in split.items()})
 
 # %% [markdown]
@@ -88,7 +99,7 @@ print({s: len(v) for s, v in split.items()})
 # table is the effective batch (per-process batch x accumulation x processes) and the steps it gives.
 
 # %%
-trained = finetune.train_task(params, categorical_task, run_dir)
+trained = brain.train(params, task, run_dir)
 display(trained.result.plan)
 pd.DataFrame([{"trainable": trained.parameters["trainable"], "total": trained.parameters["total"],
                "percent": round(trained.parameters["percent"], 2), "steps": trained.result.steps,
@@ -103,14 +114,14 @@ pd.DataFrame([{"trainable": trained.parameters["trainable"], "total": trained.pa
 # mean of the training query images (an average brain: in distribution, but no individual in it).
 
 # %%
-blank = controls.write_blank_image(image_root, size=view_size)
-mean = controls.write_mean_image(split["train"], image_root, finetune.collate_config(trained.settings, image_root).view)
+blank = controls.write_blank_image(image_root, size=brain_view_size)
+mean = controls.write_mean_image(split["train"], image_root, brain.collate_config(trained.settings, image_root).view)
 conditions = {"test": (split["test"], "test"),
               "blank query image": (controls.blank_query(split["test"], blank), "test_blank"),
               "mean query image": (controls.blank_query(split["test"], mean), "test_mean_image"),
               "query image = reference image": (controls.query_as_reference(split["test"]), "test_query_as_reference")}
-answers = {name: finetune.predict_split(trained, samples, run_dir / "predictions" / f"04_{categorical_task}_{tag}.jsonl",
-                                        image_root, generate_batch_size, max_new_tokens)
+answers = {name: brain.predict_split(trained, samples, run_dir / "predictions" / f"04_{task}_{tag}.jsonl",
+                                     image_root, brain_generate_batch_size, brain_max_new_tokens)
            for name, (samples, tag) in conditions.items()}
 
 # %% [markdown]
@@ -118,11 +129,11 @@ answers = {name: finetune.predict_split(trained, samples, run_dir / "predictions
 # permuted across samples: the text is unchanged, the images no longer say anything about the labels.
 
 # %%
-shuffled = finetune.train_task(params, categorical_task, run_dir, name=f"{categorical_task}_shuffled",
+shuffled = brain.train(params, task, run_dir, name=f"{task}_shuffled",
                                train_samples=controls.shuffle_images(split["train"], seed))
-answers["trained on shuffled images"] = finetune.predict_split(
-    shuffled, split["test"], run_dir / "predictions" / f"04_{categorical_task}_test_shuffled_model.jsonl",
-    image_root, generate_batch_size, max_new_tokens)
+answers["trained on shuffled images"] = brain.predict_split(
+    shuffled, split["test"], run_dir / "predictions" / f"04_{task}_test_shuffled_model.jsonl",
+    image_root, brain_generate_batch_size, brain_max_new_tokens)
 
 # %%
 scored = {name: controls.label_agreement(split["test"], list(frame["prediction"]), synonyms,
@@ -137,23 +148,23 @@ sns.barplot(data=summary, y="condition", x="agreement", ax=ax, color="#4c72b0")
 ax.axvline(majority, ls="--", c="grey", label=f"majority rate {majority:.2f}")
 ax.set(xlim=(0, 1), xlabel="share of answers agreeing (target; reference label for query = reference)")
 ax.legend(frameon=False, loc="lower right")
-save_figure(fig, run_dir, "04_image_controls")
+save_figure(fig, run_dir, "04_controls")
 
 # %% [markdown]
 # ## The numerical task
 # The BMI z-score is asked as a number. Unparseable answers count as the training mean. The baseline
-# predicts the training mean for everyone. Here the vision tower is trained too (`task_overrides`):
+# predicts the training mean for everyone. Here the vision tower is trained too (`brain_task_overrides`):
 # with LoRA on the language model alone the answers collapse to the mean.
 
 # %%
 numeric = {}
-if numerical_task:
-    bmi = finetune.train_task(params, numerical_task, run_dir)
-    files = manifest["tasks"][numerical_task]["files"]
-    train_mean = float(np.mean([s["metadata"]["target"] for s in tasks.read_jsonl(files["train"])]))
-    bmi_test = tasks.read_jsonl(files["test"])
-    bmi_answers = finetune.predict_split(bmi, bmi_test, run_dir / "predictions" / f"04_{numerical_task}_test.jsonl",
-                                         image_root, generate_batch_size, max_new_tokens)
+if numeric_task:
+    bmi = brain.train(params, numeric_task, run_dir)
+    files = manifest["tasks"][numeric_task]["files"]
+    train_mean = float(np.mean([s["metadata"]["target"] for s in read_jsonl(files["train"])]))
+    bmi_test = read_jsonl(files["test"])
+    bmi_answers = brain.predict_split(bmi, bmi_test, run_dir / "predictions" / f"04_{numeric_task}_test.jsonl",
+                                      image_root, brain_generate_batch_size, brain_max_new_tokens)
     table = scoring.score_samples(bmi_test, bmi_answers.to_dict("records"), scoring.ScoreConfig(fallback=train_mean))
     numeric = {"bmi_test_mae": float(table["abs_error"].mean()),
                "bmi_mean_baseline_mae": float(np.mean([abs(train_mean - t) for t in table["target"]])),
@@ -172,10 +183,26 @@ numeric
 # lowest validation loss.
 
 # %%
-logs = {categorical_task: trained.result.log, f"{categorical_task} (shuffled images)": shuffled.result.log}
-if numerical_task:
-    logs[numerical_task] = bmi.result.log
+logs = {task: trained.result.log, f"{task} (shuffled images)": shuffled.result.log}
+if numeric_task:
+    logs[numeric_task] = bmi.result.log
 save_figure(plot_training_log(logs), run_dir, "04_loss_curves")
+
+# %% [markdown]
+# ## Model against controls, paired
+# Each control is compared with the model on the same test samples: the difference in accuracy and its
+# 95% interval from a paired bootstrap over query subjects (both conditions resampled together).
+
+# %%
+subjects = [s["metadata"]["query_subject"] for s in split["test"]]
+differences = {}
+for control, name in (("blank query image", "test_minus_blank_accuracy"),
+                      ("mean query image", "test_minus_mean_image_accuracy"),
+                      ("trained on shuffled images", "test_minus_shuffled_images_accuracy")):
+    interval = bootstrap.paired_difference(scored["test"]["agrees"].astype(float),
+                                           scored[control]["agrees"].astype(float), subjects, seed=seed)
+    differences.update(comparison_metrics(name, interval))
+pd.Series(differences).round(3)
 
 # %% [markdown]
 # ## Results
@@ -186,7 +213,7 @@ metrics = {"test_accuracy": scored["test"]["agrees"].mean(),
            "mean_image_accuracy": scored["mean query image"]["agrees"].mean(),
            "shuffled_images_accuracy": scored["trained on shuffled images"]["agrees"].mean(),
            "query_as_reference_agreement": scored["query image = reference image"]["agrees"].mean(),
-           "majority_rate": float(majority), "n_test": len(split["test"]), **numeric}
-write_metrics(run_dir, "04_train_lora", metrics)
+           "majority_rate": float(majority), "n_test": len(split["test"]), **numeric, **differences}
+metrics = write_metrics(run_dir, "04_train_lora", metrics, study="brain")
 display(pd.DataFrame(check_expectations(metrics, expect)))
 metrics

@@ -22,18 +22,18 @@
 #
 # Generation is batched with left padding and greedy by default; each finished batch is appended to the
 # predictions file, so a run stopped half-way picks up where it stopped. The same generation runs from a
-# shell: `python -m brainvlm.inference --run-dir reports/<run> --task sex`.
+# shell: `python -m brainvlm predict --run-dir reports/<run> --task sex`.
 
 # %% tags=["parameters"]
 run_dir: str = ""  # run folder, injected by the runner (empty: reports/interactive)
-tasks_to_evaluate: list = ["sex", "bmi"]  # task names with an adapter trained by notebook 04
-generate_batch_size: int = 16  # prompts per generation batch, left padded (same key as notebook 04)
-max_new_tokens: int = 24  # longest answer in tokens; answers stop earlier at the end-of-turn token
-do_sample: bool = False  # sample instead of greedy decoding
-temperature: float = 1.0  # sampling temperature (only with do_sample)
-n_boot: int = 200  # bootstrap replicates for the 95% intervals (query subjects resampled)
-group_by: list = ["domain", "pair_type"]  # metadata columns for breakdowns (skipped where a task lacks one)
-n_worst: int = 3  # worst-scored samples shown per task
+brain_tasks_to_evaluate: list = ["sex", "bmi"]  # task names with an adapter trained by notebook 04
+brain_generate_batch_size: int = 16  # prompts per generation batch, left padded (same key as notebook 04)
+brain_max_new_tokens: int = 24  # longest answer in tokens; answers stop earlier at the end-of-turn token
+brain_do_sample: bool = False  # sample instead of greedy decoding
+brain_temperature: float = 1.0  # sampling brain_temperature (only with brain_do_sample)
+brain_n_boot: int = 200  # bootstrap replicates for the 95% intervals (query subjects resampled)
+brain_group_by: list = ["domain", "pair_type"]  # metadata columns for breakdowns (skipped where a task lacks one)
+brain_n_worst: int = 3  # worst-scored samples shown per task
 seed: int = 0  # seed for sampling and the bootstrap
 expect: dict = {}  # metric -> rule (a comparison and a bound), checked in the Results cell
 
@@ -45,17 +45,26 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import HTML, display
 
-from brainvlm import dataset, inference, plots, results, scoring, tasks
-from brainvlm.report import check_expectations, conversation_html, resolve_run_dir, save_figure, write_metrics
-from brainvlm.seeding import set_seed
+from brainvlm.app.report import (
+    check_expectations,
+    conversation_html,
+    resolve_run_dir,
+    save_figure,
+    write_metrics,
+)
+from brainvlm.core.jsonio import read_jsonl
+from brainvlm.core.seeding import set_seed
+from brainvlm.data import dataset
+from brainvlm.eval import figures, generate, results, scoring
+from brainvlm.studies import brain
 
 set_seed(seed)
 run_dir = resolve_run_dir(run_dir)
 manifest = dataset.read_manifest(run_dir)
 sns.set_theme(style="whitegrid", context="notebook")
-generation = inference.GenerationConfig(batch_size=generate_batch_size, max_new_tokens=max_new_tokens,
-                                        do_sample=do_sample, temperature=temperature, seed=seed)
-pd.DataFrame({name: manifest["tasks"][name]["counts"] for name in tasks_to_evaluate})
+generation = generate.GenerationConfig(batch_size=brain_generate_batch_size, max_new_tokens=brain_max_new_tokens,
+                                        do_sample=brain_do_sample, temperature=brain_temperature, seed=seed)
+pd.DataFrame({name: manifest["tasks"][name]["counts"] for name in brain_tasks_to_evaluate})
 
 # %% [markdown]
 # ## Generate
@@ -64,8 +73,8 @@ pd.DataFrame({name: manifest["tasks"][name]["counts"] for name in tasks_to_evalu
 
 # %%
 predictions = {}
-for task in tasks_to_evaluate:
-    predictions[task] = inference.predict_task(run_dir, task, "test", generation)
+for task in brain_tasks_to_evaluate:
+    predictions[task] = brain.predict_task(run_dir, task, "test", generation)
 pd.concat({task: table.head(3) for task, table in predictions.items()})
 
 # %% [markdown]
@@ -74,8 +83,8 @@ pd.concat({task: table.head(3) for task, table in predictions.items()})
 # for numbers). Intervals resample query subjects, because each subject appears in several comparisons.
 
 # %%
-evaluations = [results.evaluate_task(run_dir, task, inference.prediction_path(run_dir, task, "test"),
-                                     n_boot=n_boot, seed=seed) for task in tasks_to_evaluate]
+evaluations = [results.evaluate_task(run_dir, task, generate.prediction_path(run_dir, task, "test"),
+                                     n_boot=brain_n_boot, seed=seed) for task in brain_tasks_to_evaluate]
 headline = results.headline_table(evaluations)
 headline.round(3)
 
@@ -84,7 +93,7 @@ headline.round(3)
 
 # %%
 for ev in (e for e in evaluations if e.kind in scoring.LABEL_TASKS):
-    fig = plots.confusion_heatmap(results.confusion_table(ev), title=f"{ev.name} · test")
+    fig = figures.confusion_heatmap(results.confusion_table(ev), title=f"{ev.name} · test")
     save_figure(fig, run_dir, f"07_{ev.name}_confusion")
 
 # %% [markdown]
@@ -92,23 +101,23 @@ for ev in (e for e in evaluations if e.kind in scoring.LABEL_TASKS):
 
 # %%
 for ev in (e for e in evaluations if e.kind in scoring.NUMERIC_TASKS):
-    fig = plots.predicted_vs_true(ev.table, title=f"{ev.name} · test", fallback=ev.config.fallback)
+    fig = figures.predicted_vs_true(ev.table, title=f"{ev.name} · test", fallback=ev.config.fallback)
     save_figure(fig, run_dir, f"07_{ev.name}_scatter")
 
 # %% [markdown]
 # ## Breakdowns with intervals
 # Each headline metric inside each domain (`metadata.domain`) and inside each value of the other
-# metadata columns in `group_by`. For the sex task, `pair_type` tells whether the reference had the
+# metadata columns in `brain_group_by`. For the sex task, `pair_type` tells whether the reference had the
 # query's sex (`same_class`) or the other (`different_class`): a model that copies the reference's label
 # is right on the first and wrong on the second.
 
 # %%
 breakdowns = {}
 for ev in evaluations:
-    for column in (c for c in group_by if c in ev.table.columns):
-        table = results.group_intervals(ev, column, n_boot=n_boot, seed=seed)
+    for column in (c for c in brain_group_by if c in ev.table.columns):
+        table = results.group_intervals(ev, column, n_boot=brain_n_boot, seed=seed)
         breakdowns[(ev.name, column)] = table
-        fig = plots.interval_bars(table, title=f"{ev.name} by {column}")
+        fig = figures.interval_bars(table, title=f"{ev.name} by {column}")
         save_figure(fig, run_dir, f"07_{ev.name}_by_{column}")
 pd.concat(breakdowns, names=["task", "column"]).round(3)
 
@@ -117,10 +126,10 @@ pd.concat(breakdowns, names=["task", "column"]).round(3)
 # Wrong labels (unparseable first) or the largest absolute errors, with the scans the model saw.
 
 # %%
-samples = {task: {s["id"]: s for s in tasks.read_jsonl(manifest["tasks"][task]["files"]["test"])}
-           for task in tasks_to_evaluate}
+samples = {task: {s["id"]: s for s in read_jsonl(manifest["tasks"][task]["files"]["test"])}
+           for task in brain_tasks_to_evaluate}
 for ev in evaluations:
-    worst = results.worst_samples(ev, n_worst)
+    worst = results.worst_samples(ev, brain_n_worst)
     display(HTML(f"<h3>{html.escape(ev.name)}</h3>"), worst)
     for row in worst.itertuples():
         display(HTML(conversation_html(samples[ev.name][row.id], manifest["image_root"])
@@ -131,7 +140,7 @@ for ev in evaluations:
 
 # %%
 metrics = results.headline_metrics(evaluations)
-write_metrics(run_dir, "07_evaluate", metrics)
+metrics = write_metrics(run_dir, "07_evaluate", metrics, study="brain")
 checked = check_expectations(metrics, expect)
 for task, table in predictions.items():
     unanswered = int(table["prediction"].isna().sum())

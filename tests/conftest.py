@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from brainvlm.paths import PARAMS_DIR, PROJECT_ROOT
+from brainvlm.core.paths import PARAMS_DIR, PROJECT_ROOT
 
 DATA = Path(__file__).parent / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded from a hub
@@ -23,7 +23,7 @@ def test_data() -> Path:
 @pytest.fixture(scope="session")
 def ci_run(tmp_path_factory) -> Path:
     """Run every notebook on params/ci.yaml once; return the run folder."""
-    from brainvlm.runner import run
+    from brainvlm.app.runner import run
 
     reports = tmp_path_factory.mktemp("reports")
     run(PARAMS_DIR / "ci.yaml", run_name="ci", reports_dir=reports)

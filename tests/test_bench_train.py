@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from brainvlm import models
-from brainvlm.paths import PROJECT_ROOT
-from brainvlm.schema import validate_sample
+from brainvlm.core.paths import PROJECT_ROOT
+from brainvlm.data.schema import validate_sample
+from brainvlm.model import loader
 
 torch.set_num_threads(1)
 
@@ -63,7 +63,7 @@ def test_rates_cover_exactly_the_timed_steps():
 
 
 def test_fixed_padding_pads_every_batch_to_the_fixed_length(work):
-    _, processor = models.load(work / "tiny" / "model")
+    _, processor = loader.load(work / "tiny" / "model")
     samples = json.loads((work / "tiny" / "samples.json").read_text())
     spec = bench.RunSpec("pad_fixed", "tiny", str(work), pad_length=64)
     length = bench.fixed_length(processor, samples, spec)

@@ -1,0 +1,267 @@
+"""Command line: ``python -m brainvlm {run,validate,evaluate,predict,train} ...``.
+
+The face of the package: it reads params files and command-line flags and calls the library with
+complete values. Each subcommand's imports are deferred so ``brainvlm validate`` does not load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from brainvlm.core.jsonio import dumps
+
+STUDIES = ("brain",)  # python -m brainvlm train --study NAME: a module of brainvlm.studies with train(...)
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``-p key value`` pairs, values read as YAML (so ``-p n_subjects 40`` is an int)."""
+    return {key: yaml.safe_load(value) for key, value in pairs}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from brainvlm.app.params import ParamsError
+    from brainvlm.app.runner import NotebookFailed, run
+
+    try:
+        results = run(Path(args.params), run_name=args.run, only=args.only, overrides=parse_overrides(args.p),
+                      reports_dir=Path(args.reports_dir) if args.reports_dir else _reports_dir())
+    except (ParamsError, NotebookFailed) as exc:
+        print(f"brainvlm run: {exc}", file=sys.stderr)
+        return 1
+    for r in results:
+        print(f"{r.name:24s} {r.status:8s} {r.seconds:7.1f} s")
+    return 0
+
+
+def _reports_dir() -> Path:
+    from brainvlm.core.paths import REPORTS_DIR
+    return REPORTS_DIR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brainvlm", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the notebooks into reports/<run>/ and render HTML")
+    run.add_argument("--params", required=True, help="flat YAML params file, e.g. params/default.yaml")
+    run.add_argument("--run", default=None, help="run name: reports/<run>/ (default: the params file's stem)")
+    run.add_argument("--only", default=None, help="comma-separated notebook numbers or names, e.g. 01,02")
+    run.add_argument("--reports-dir", default=None, help="parent folder of runs (default: reports/)")
+    run.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                     help="override one params key (value read as YAML)")
+    run.set_defaults(func=cmd_run)
+
+    for name, text in (("validate", "check canonical sample JSONL files (see docs/sample_format.md)"),
+                       ("evaluate", "score a predictions JSONL against a samples JSONL"),
+                       ("predict", "generate answers for a task's split with its trained adapter (resumable)"),
+                       ("train", "train one task's LoRA adapter from a params file (torchrun-ready)")):
+        sub.add_parser(name, help=text, add_help=False).set_defaults(func=None)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------- validate
+def main_validate(argv: list[str]) -> int:
+    """``brainvlm validate FILE... [--image-root DIR] [--no-check-images]``: print issues; exit 1 if any."""
+    parser = argparse.ArgumentParser(prog="brainvlm validate",
+                                     description="Check canonical sample files (docs/sample_format.md).")
+    parser.add_argument("files", nargs="+", help="JSONL (one sample per line) or JSON array files")
+    parser.add_argument("--image-root", default=None, help="folder the image paths are relative to")
+    parser.add_argument("--no-check-images", action="store_true", help="do not look up image files")
+    args = parser.parse_args(argv)
+    from brainvlm.data.validate import validate_counted
+
+    check = not args.no_check_images and args.image_root is not None
+    n_samples = n_errors = 0
+    for path in args.files:
+        issues, count = validate_counted(path, args.image_root, check)
+        n_samples += count
+        n_errors += len(issues)
+        for issue in issues:
+            print(issue)
+    note = "" if check else " (image files not checked: " + (
+        "--no-check-images)" if args.no_check_images else "no --image-root)")
+    print(f"{len(args.files)} files, {n_samples} samples, {n_errors} errors{note}")
+    return 0 if n_errors == 0 else 1
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+def _parse_labels(value: str | None) -> dict | list | None:
+    """``--labels``: a JSON object, a YAML/JSON file of label -> synonyms, or ``male,female``."""
+    if value is None:
+        return None
+    if value.lstrip().startswith("{"):
+        return json.loads(value)
+    if Path(value).is_file():
+        return yaml.safe_load(Path(value).read_text(encoding="utf-8"))
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    """Arguments of ``brainvlm evaluate``."""
+    parser = argparse.ArgumentParser(prog="brainvlm evaluate",
+                                     description="Score a predictions JSONL against a canonical samples JSONL.")
+    parser.add_argument("--samples", required=True, help="canonical samples JSONL")
+    parser.add_argument("--predictions", required=True, help='JSONL of {"id", "prediction"}')
+    parser.add_argument("--metrics", default=None, help="comma-separated metric names (default: all that apply)")
+    parser.add_argument("--out", default=None, help="write the metrics JSON here")
+    parser.add_argument("--group-by", default=None, help="comma-separated metadata columns, e.g. domain")
+    parser.add_argument("--labels", default=None, help="male,female | JSON object | YAML file of label -> synonyms")
+    parser.add_argument("--tokenize", default="ptb", choices=["ptb", "none"], help="text metric tokenisation")
+    parser.add_argument("--fallback", type=float, default=None, help="value of an unparseable numeric answer")
+    parser.add_argument("--uncertain", default="ones", choices=["ones", "zeros"], help="CheXpert -1 policy")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (0: no intervals)")
+    parser.add_argument("--n-boot-text", type=int, default=200, help="bootstrap replicates for text metrics")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--unit", default=None, help="bootstrap unit column (default: query_subject or image)")
+    return parser
+
+
+def main_evaluate(argv: list[str]) -> int:
+    """Command line: ``brainvlm evaluate --samples S.jsonl --predictions P.jsonl [--metrics a,b] [--out M.json]
+    [--group-by domain]``; prints the metrics JSON; exit status 0, or 1 with the error on stderr."""
+    from brainvlm.eval.evaluate import evaluate_files
+
+    args = evaluate_parser().parse_args(argv)
+    try:
+        result = evaluate_files(args.samples, args.predictions, metrics=_split(args.metrics), out=args.out,
+                                labels=_parse_labels(args.labels), group_by=_split(args.group_by),
+                                tokenize=args.tokenize, fallback=args.fallback, uncertain=args.uncertain,
+                                n_boot=args.n_boot, n_boot_text=args.n_boot_text, seed=args.seed, unit=args.unit)
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
+        print(f"brainvlm evaluate: {exc}", file=sys.stderr)
+        return 1
+    print(dumps(result, indent=2))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- predict
+def main_predict(argv: list[str]) -> int:
+    """``python -m brainvlm predict --run-dir R --task T [--split test]``: resumable generation with a trained adapter."""
+    parser = argparse.ArgumentParser(prog="brainvlm predict", description=main_predict.__doc__)
+    parser.add_argument("--run-dir", required=True, help="run folder (reports/<run>)")
+    parser.add_argument("--task", required=True, help="task name, e.g. sex")
+    parser.add_argument("--split", default="test", help="train | val | test")
+    parser.add_argument("--name", default=None, help="adapter folder under models/ (default: the task)")
+    parser.add_argument("--out", default=None,
+                        help="predictions JSONL (default: predictions/07_<task>_<split>.jsonl)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N samples")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--restart", action="store_true",
+                        help="start over when --out came from another adapter, samples or config (default: error)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from brainvlm.eval.generate import GenerationConfig
+    from brainvlm.studies.brain import predict_task
+
+    config = GenerationConfig(args.batch_size, args.max_new_tokens, args.do_sample, args.temperature,
+                              args.top_p, args.seed)
+    try:
+        table = predict_task(Path(args.run_dir), args.task, args.split, config, args.name,
+                             Path(args.out) if args.out else None, args.limit,
+                             "restart" if args.restart else "error", progress=not args.no_progress)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"brainvlm predict: {exc}", file=sys.stderr)
+        return 1
+    answered = int(table["prediction"].notna().sum())
+    print(f"{args.task}/{args.split}: {answered} of {len(table)} samples answered")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- train
+def study_module(study: str):
+    """The module of ``brainvlm.studies`` that a ``--study`` name selects."""
+    import importlib
+
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; studies: {list(STUDIES)}")
+    return importlib.import_module(f"brainvlm.studies.{study}")
+
+
+def study_params(study: str, params_path: Path, overrides: dict) -> dict:
+    """A study's training params, complete: the declaring notebook's defaults, the file, then ``-p``.
+
+    Raises:
+        ParamsError: a key of the file or of ``-p`` that no notebook declares (checked as ``run`` does).
+    """
+    from brainvlm.app.params import (
+        check_params,
+        complete_params,
+        discover_notebooks,
+        find_notebook,
+        read_params,
+    )
+    from brainvlm.studies import brain
+
+    module = {"brain": brain}[study]
+    params = {**read_params(params_path), **overrides}
+    check_params(params, discover_notebooks(), source=str(params_path))
+    return complete_params(find_notebook(module.TRAIN_NOTEBOOK), params)
+
+
+def main_train(argv: list[str]) -> int:
+    """``python -m brainvlm train --params P [--study brain] --task T``: the entry point torchrun starts."""
+    parser = argparse.ArgumentParser(prog="brainvlm train", description=main_train.__doc__)
+    parser.add_argument("--params", required=True, help="the run's params file")
+    parser.add_argument("--study", default="brain", choices=STUDIES, help="the study whose train() runs")
+    parser.add_argument("--task", required=True, help="task name, e.g. sex")
+    parser.add_argument("--run", default=None, help="run name under reports/ (default: the params file's stem)")
+    parser.add_argument("--run-dir", default=None, help="run folder (instead of --run)")
+    parser.add_argument("--name", default=None, help="output folder under models/ (default: the task)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="override one params key (value read as YAML)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    from brainvlm.app.params import ParamsError
+    from brainvlm.train import distributed
+
+    try:
+        params = study_params(args.study, Path(args.params), parse_overrides(args.p))
+    except ParamsError as exc:
+        print(f"brainvlm train: {exc}", file=sys.stderr)
+        return 1
+    run_dir = Path(args.run_dir) if args.run_dir else _reports_dir() / (args.run or Path(args.params).stem)
+    distributed.init_distributed()
+    rank, size = distributed.world()
+    try:
+        trained = study_module(args.study).train(params, args.task, run_dir, name=args.name,
+                                                 resume=args.resume, progress=not args.no_progress)
+        distributed.barrier()
+    finally:
+        distributed.shutdown()
+    if rank == 0:
+        print(trained.result.plan.to_string(index=False))
+        sharding = distributed.sharding_from(trained.settings.sharding).mode
+        print(f"{args.task}: {trained.result.steps} steps on {size} process(es) ({sharding}), "
+              f"best val loss {trained.result.best_val_loss}, adapter in {trained.result.adapter_dir}")
+    return 0
+
+
+COMMANDS = {"validate": main_validate, "evaluate": main_evaluate, "predict": main_predict, "train": main_train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,165 @@
+"""What notebooks hand to the report: the run folder, metrics files, figures and expectations."""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from brainvlm.core.jsonio import write_json
+from brainvlm.core.paths import REPORTS_DIR
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+INTERACTIVE_RUN = "interactive"  # where a notebook opened by hand (no runner) writes
+COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+EXPECTATION = re.compile(r"^\s*(>=|<=|==|>|<)\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
+
+
+class ExpectationError(AssertionError):
+    """A measured metric that does not meet what the params file expects."""
+
+
+def resolve_run_dir(run_dir: str | Path | None) -> Path:
+    """The run folder a notebook writes into: the runner's, or ``reports/interactive`` when run by hand."""
+    path = Path(run_dir) if run_dir else REPORTS_DIR / INTERACTIVE_RUN
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_metrics(run_dir: Path, notebook: str, metrics: dict[str, Any], study: str) -> dict[str, Any]:
+    """Write a notebook's headline metrics to ``metrics/<notebook>.json``, each key prefixed ``<study>.``.
+
+    A NaN (a statistic undefined on this data) is written as ``null``.
+
+    Returns:
+        The metrics as written (prefixed keys), for ``check_expectations``.
+    """
+    prefix = f"{study}."
+    clean = {(k if k.startswith(prefix) else prefix + k): (None if isinstance(v, float) and math.isnan(v) else v)
+             for k, v in metrics.items()}
+    write_json(clean, Path(run_dir) / "metrics" / f"{notebook}.json")
+    return clean
+
+
+def comparison_metrics(name: str, interval: dict[str, Any]) -> dict[str, float]:
+    """A measured difference as metrics: ``<name>`` and its interval bounds ``<name>_lo``, ``<name>_hi``.
+
+    Args:
+        interval: ``brainvlm.eval.bootstrap.paired_difference``'s result.
+    """
+    return {name: interval["point"], f"{name}_lo": interval["lo"], f"{name}_hi": interval["hi"]}
+
+
+def save_figure(fig, run_dir: Path, name: str) -> list[Path]:
+    """Save a matplotlib figure as PNG (200 dpi) and SVG under ``figures/`` for papers."""
+    out = Path(run_dir) / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.svg"]
+    fig.savefig(paths[0], dpi=200, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(paths[1], bbox_inches="tight")
+    return paths
+
+
+def check_expectations(metrics: dict[str, Any], expect: dict[str, str]) -> list[dict[str, Any]]:
+    """Check the expectations whose key is one of ``metrics``; return one row per checked key.
+
+    Args:
+        metrics: a notebook's headline metrics.
+        expect: params' ``expect`` mapping, e.g. ``{"sex.test_accuracy": ">= 0.90"}``.
+
+    Raises:
+        ExpectationError: listing every expectation that failed, with the measured values.
+    """
+    rows, failed = [], []
+    for key, rule in sorted(expect.items()):
+        if key not in metrics:
+            continue
+        match = EXPECTATION.match(str(rule))
+        if not match:
+            raise ExpectationError(f"expect['{key}'] = {rule!r}: write a comparison such as '>= 0.90'")
+        op, bound = match.group(1), float(match.group(2))
+        value = metrics[key]
+        ok = value is not None and COMPARISONS[op](float(value), bound)
+        rows.append({"metric": key, "expected": f"{op} {bound:g}", "measured": value, "passed": ok})
+        if not ok:
+            failed.append(f"{key} = {value} (expected {op} {bound:g})")
+    if failed:
+        raise ExpectationError("expectations not met: " + "; ".join(failed))
+    return rows
+
+
+def image_tag(array, height: int = 96) -> str:
+    """An inline ``<img>`` of a (H, W, 3) uint8 array, for notebook HTML."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" style="height:{height}px;image-rendering:pixelated">'
+
+
+def conversation_html(sample: dict, image_root: str | Path, view=None) -> str:
+    """Render a canonical sample as chat bubbles with its image views inline."""
+    import html as html_lib
+
+    from brainvlm.data.views import ViewConfig, load_view
+
+    view = view or ViewConfig(view="orthogonal", size=96)
+    turns = []
+    for turn in sample["conversations"]:
+        parts = []
+        for part in turn["content"]:
+            if part["type"] == "text":
+                parts.append(html_lib.escape(part["text"]))
+            else:
+                array = load_view(Path(image_root) / part["image_path"], part.get("modality", "sMRI"), view)
+                parts.append(image_tag(array) + f'<br><small>{html_lib.escape(part["image_path"])}</small>')
+        color = "#eef" if turn["role"] == "user" else "#efe"
+        turns.append(f'<div style="background:{color};margin:4px;padding:6px;border-radius:6px">'
+                     f'<b>{turn["role"]}</b>: {" ".join(parts)}</div>')
+    return (f'<div style="max-width:46em"><code>{html_lib.escape(sample["id"])}</code>'
+            + "".join(turns) + "</div>")
+
+
+def plot_training_log(logs: dict[str, pd.DataFrame]):
+    """Training loss per step (and validation loss where measured), one panel per run, plus the learning rate."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(logs) + 1, figsize=(4.2 * (len(logs) + 1), 3.2), squeeze=False)
+    for ax, (name, log) in zip(axes[0], logs.items()):
+        ax.plot(log["step"], log["loss"], lw=1, label="train")
+        val = log.dropna(subset=["val_loss"])
+        ax.plot(val["step"], val["val_loss"], "o-", ms=3, label="validation")
+        ax.set(title=name, xlabel="step", ylabel="loss per answer token", yscale="log")
+        ax.legend(frameon=False)
+    for name, log in logs.items():
+        axes[0, -1].plot(log["step"], log["lr"], label=name)
+    axes[0, -1].set(title="learning rate", xlabel="step")
+    axes[0, -1].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def highlight_image_tokens(text: str, image_token: str = "<image>") -> str:
+    """HTML of a rendered prompt with each run of image tokens shown as one highlighted ``<image>×N``."""
+    import html as html_lib
+    import re
+
+    token = re.escape(image_token)
+    parts = re.split(f"((?:{token})+)", text)
+    out = []
+    for part in parts:
+        if part.startswith(image_token):
+            count = len(part) // len(image_token)
+            out.append(f'<span style="background:#fd6;border-radius:3px;padding:0 3px">'
+                       f'{html_lib.escape(image_token)}×{count}</span>')
+        else:
+            out.append(html_lib.escape(part))
+    return '<pre style="white-space:pre-wrap">' + "".join(out) + "</pre>"

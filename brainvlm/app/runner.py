@@ -1,0 +1,241 @@
+"""Execute a sequence of notebooks with papermill into ``reports/<run>/`` and render the HTML report."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jupytext
+import nbformat
+import papermill
+from nbconvert import HTMLExporter
+from papermill.exceptions import PapermillExecutionError
+
+from brainvlm.app.params import (
+    Notebook,
+    check_params,
+    discover_notebooks,
+    notebook_parameters,
+    read_params,
+    run_notebooks,
+)
+from brainvlm.core.jsonio import read_json, write_json
+from brainvlm.core.paths import NOTEBOOKS_DIR, PROJECT_ROOT, REPORTS_DIR
+
+KERNEL = "python3"
+PACKAGES = ("brainvlm", "torch", "transformers", "peft", "accelerate", "tokenizers", "nibabel", "nilearn",
+            "numpy", "pandas", "seaborn", "papermill", "jupytext", "pycocoevalcap")
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook of the run raised; its partial output is kept in the run folder."""
+
+
+@dataclass
+class NotebookResult:
+    """Status of one executed notebook."""
+
+    name: str
+    status: str = "not run"
+    seconds: float = 0.0
+    error: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def execute_notebook(nb: Notebook, run_dir: Path, parameters: dict[str, Any]) -> NotebookResult:
+    """Run one notebook's ``.py`` source with papermill into ``run_dir/<name>.ipynb``."""
+    output = run_dir / f"{nb.name}.ipynb"
+    result = NotebookResult(nb.name)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / f"{nb.name}.ipynb"
+        notebook = jupytext.read(nb.path)
+        notebook.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+        nbformat.write(notebook, source)
+        try:
+            papermill.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=KERNEL,
+                                       progress_bar=False, cwd=str(run_dir))
+            result.status = "ok"
+        except PapermillExecutionError as exc:
+            result.status = "failed"
+            result.error = (f"{nb.name}: cell {exc.cell_index} (execution count {exc.exec_count}) raised "
+                            f"{exc.ename}: {exc.evalue}")
+    result.seconds = time.perf_counter() - start
+    result.metrics = read_metrics(run_dir, nb.name)
+    return result
+
+
+def read_metrics(run_dir: Path, name: str) -> dict[str, Any]:
+    """A notebook's headline metrics, or an empty dict when it wrote none."""
+    path = run_dir / "metrics" / f"{name}.json"
+    return read_json(path) if path.is_file() else {}
+
+
+def render_html(run_dir: Path, name: str) -> list[Path]:
+    """Render ``<name>.html`` (with code) and ``<name>.report.html`` (no input, for papers)."""
+    notebook = nbformat.read(run_dir / f"{name}.ipynb", as_version=4)
+    paths = []
+    for suffix, exclude_input in ((".html", False), (".report.html", True)):
+        exporter = HTMLExporter(exclude_input=exclude_input, exclude_input_prompt=exclude_input,
+                                exclude_output_prompt=exclude_input)
+        body, _ = exporter.from_notebook_node(notebook)
+        path = run_dir / f"{name}{suffix}"
+        path.write_text(body, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def write_index(run_dir: Path, results: list[NotebookResult], params_path: Path) -> Path:
+    """Write ``index.html``: each notebook's status, duration, headline metrics and links."""
+    rows = []
+    for r in results:
+        metrics = "<br>".join(f"{html.escape(k)}: {_fmt(v)}" for k, v in sorted(r.metrics.items()))
+        links = (f'<a href="{r.name}.html">notebook</a> · <a href="{r.name}.report.html">report</a>'
+                 if (run_dir / f"{r.name}.html").exists() else "")
+        error = f'<div class="err">{html.escape(r.error)}</div>' if r.error else ""
+        rows.append(f"<tr class='{r.status.replace(' ', '-')}'><td>{r.name}</td><td>{r.status}{error}</td>"
+                    f"<td>{r.seconds:.1f} s</td><td>{metrics}</td><td>{links}</td></tr>")
+    page = INDEX_TEMPLATE.format(run=html.escape(run_dir.name), params=html.escape(str(params_path)),
+                                 rows="\n".join(rows))
+    path = run_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else html.escape(str(value))
+
+
+INDEX_TEMPLATE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>brainvlm run {run}</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{border-bottom:1px solid #ddd;padding:.4em .8em;
+text-align:left;vertical-align:top}}tr.failed{{background:#fdd}}tr.ok td:nth-child(2){{color:#070}}
+.err{{color:#900;font-size:.9em;max-width:40em}}</style></head>
+<body><h1>brainvlm run <code>{run}</code></h1><p>params: <code>{params}</code> ·
+<a href="provenance.json">provenance</a></p>
+<table><tr><th>notebook</th><th>status</th><th>duration</th><th>headline metrics</th><th>HTML</th></tr>
+{rows}
+</table></body></html>
+"""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_commit() -> dict[str, Any]:
+    """The repository's commit and whether the tree had uncommitted changes."""
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages a run depends on."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def input_hashes(params: dict[str, Any], run_dir: Path) -> dict[str, str]:
+    """Hashes of input tables named in params and of every JSONL written under the run."""
+    hashes = {}
+    for key, value in sorted(params.items()):
+        if isinstance(value, str) and value and Path(value).is_file():
+            hashes[f"params.{key}"] = sha256_file(Path(value))
+    for path in sorted(run_dir.rglob("*.jsonl")):
+        hashes[path.relative_to(run_dir).as_posix()] = sha256_file(path)
+    return hashes
+
+
+def write_provenance(run_dir: Path, params: dict[str, Any], params_path: Path,
+                     results: list[NotebookResult]) -> Path:
+    """Write ``provenance.json``: code version, packages, params, input and output hashes."""
+    return write_json({
+        "git": git_commit(),
+        "packages": package_versions(),
+        "params_file": str(params_path),
+        "params": params,
+        "notebooks": [{"name": r.name, "status": r.status, "seconds": round(r.seconds, 2)} for r in results],
+        "hashes": input_hashes(params, run_dir),
+    }, run_dir / "provenance.json")
+
+
+def earlier_results(run_dir: Path, every: list[Notebook], results: list[NotebookResult]) -> list[NotebookResult]:
+    """This run's results plus, for notebooks it did not run (``--only``), what the folder already holds."""
+    path = run_dir / "provenance.json"
+    earlier = {n["name"]: n for n in read_json(path)["notebooks"]} if path.is_file() else {}
+    mine = {r.name: r for r in results}
+    merged = []
+    for nb in every:
+        if nb.name in mine:
+            merged.append(mine[nb.name])
+        elif nb.name in earlier:
+            old = earlier[nb.name]
+            merged.append(NotebookResult(nb.name, f"{old['status']} (earlier)", old["seconds"],
+                                         metrics=read_metrics(run_dir, nb.name)))
+    return merged
+
+
+def run(params_path: Path, run_name: str | None = None, only: str | None = None,
+        reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS_DIR,
+        overrides: dict[str, Any] | None = None) -> list[NotebookResult]:
+    """Execute the run's notebooks in order; stop at the first failure.
+
+    Args:
+        params_path: flat YAML params file; every key must be declared by a notebook of the run. Its
+            ``notebooks`` key (a list of numbers) names the notebooks it runs; absent means all.
+        run_name: folder under ``reports_dir`` (default: the params file's stem); reused if it exists.
+        only: comma-separated notebook numbers or names that narrow the params file's notebooks.
+        overrides: keys that replace the file's values (like papermill's ``-p``).
+
+    Raises:
+        NotebookFailed: naming the failing notebook and cell, after writing index and provenance.
+    """
+    params_path = Path(params_path)
+    params = {**read_params(params_path), **(overrides or {})}
+    every, notebooks = run_notebooks(params, discover_notebooks(notebooks_dir), only, source=str(params_path))
+    check_params(params, every, source=str(params_path))  # --only runs a part of the same params file
+    run_dir = Path(reports_dir) / (run_name or params_path.stem)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results = [NotebookResult(nb.name) for nb in notebooks]
+    for i, nb in enumerate(notebooks):
+        results[i] = execute_notebook(nb, run_dir, notebook_parameters(params, nb, run_dir.resolve()))
+        render_html(run_dir, nb.name)
+        if results[i].status != "ok":
+            break
+    results = earlier_results(run_dir, every, results)
+    write_index(run_dir, results, params_path)
+    write_provenance(run_dir, params, params_path, results)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise NotebookFailed(failed[0].error + f" (partial output: {run_dir / (failed[0].name + '.ipynb')})")
+    if only is None:
+        check_all_measured(params.get("expect") or {}, results)
+    return results
+
+
+def check_all_measured(expect: dict[str, Any], results: list[NotebookResult]) -> None:
+    """An expectation that no notebook measured is an error, not a silent pass."""
+    measured = {key for r in results for key in r.metrics}
+    missing = sorted(set(expect) - measured)
+    if missing:
+        raise NotebookFailed(f"expect names metrics that no notebook of the run measured: {missing}; "
+                             f"measured: {sorted(measured)}")

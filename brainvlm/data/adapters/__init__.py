@@ -1,0 +1,13 @@
+"""Adapters: other formats -> canonical samples (one module per source format).
+
+- :mod:`~brainvlm.data.adapters.llava`: LLaVA-classic ``conversations`` records (``from``/``value``).
+- :mod:`~brainvlm.data.adapters.curriculum`: curriculum report records (``image``, ``prompt``, ``target``).
+- :mod:`~brainvlm.data.adapters.vqa_rad`: VQA-RAD question files.
+
+Every adapter returns canonical samples that :mod:`brainvlm.data.validate` checks; a record it cannot
+convert is an :class:`AdapterError` naming the record.
+"""
+
+
+class AdapterError(ValueError):
+    """A source record that cannot be converted; the message names the file, line or record."""

@@ -1,0 +1,161 @@
+"""From a phenotype table to a task's files: cohort -> splits -> samples, written under ``data/<task>/``.
+
+Notebook 01 calls these; notebook 02 and training read what they wrote through ``read_manifest``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from brainvlm.core.jsonio import read_json, write_json, write_jsonl
+from brainvlm.data import cohort, comparison, splits
+
+SPLITS = ("train", "val", "test")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class DataConfig:
+    """How subjects become samples; one per run, shared by all tasks."""
+
+    image_root: str
+    image_pattern: str = "{subject}/anat/{subject}_T1w.nii.gz"
+    group_col: str | None = None
+    strict: bool = False
+    check_images: str = "exists"
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    reference_fraction: float = 0.5
+    n_bins: int = 4
+    seed: int = 0
+
+
+@dataclass
+class TaskData:
+    """Everything one task produced: the cohort it used, what it excluded, the splits and the samples."""
+
+    spec: comparison.TaskSpec
+    cohort: pd.DataFrame
+    exclusions: pd.DataFrame
+    assignment: pd.DataFrame
+    samples: dict[str, list[dict]]
+    image_pattern: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def task_spec(entry: dict[str, Any], cohort_name: str) -> tuple[comparison.TaskSpec, str | None]:
+    """Split a params ``tasks`` entry into its TaskSpec and its optional own ``image_pattern``."""
+    entry = dict(entry)
+    pattern = entry.pop("image_pattern", None)
+    entry.setdefault("cohort_name", cohort_name)
+    return comparison.TaskSpec.from_dict(entry), pattern
+
+
+def prepare_task(table: pd.DataFrame, spec: comparison.TaskSpec, config: DataConfig, table_path: str | None = None,
+                 image_pattern: str | None = None) -> TaskData:
+    """Build one task's cohort, subject-disjoint splits and canonical samples."""
+    pattern = image_pattern or config.image_pattern
+    built, excluded = cohort.build_cohort(
+        table, config.image_root, spec.target_col, spec.task_type, image_pattern=pattern, labels=spec.labels,
+        group_col=config.group_col or None, strict=config.strict, check_images=config.check_images,
+        table_path=table_path)
+    assignment = splits.split_subjects(built, fractions=tuple(config.split_fractions), seed=config.seed,
+                                       task_type=spec.task_type, n_bins=config.n_bins,
+                                       reference_fraction=config.reference_fraction)
+    splits.assert_disjoint(assignment)
+    samples = comparison.build_samples(built, assignment, spec, seed=config.seed)
+    return TaskData(spec, built, excluded, assignment, samples, image_pattern=pattern)
+
+
+def write_task(data: TaskData, data_dir: Path, n_examples: int = 10) -> dict[str, str]:
+    """Write ``<task>/{train,val,test}.jsonl``, the cohort, exclusions, split table and examples.
+
+    Returns:
+        file kind -> path relative to ``data_dir``.
+    """
+    out = Path(data_dir) / data.spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split in SPLITS:
+        write_jsonl(data.samples.get(split, []), out / f"{split}.jsonl")
+        files[split] = f"{data.spec.name}/{split}.jsonl"
+    for kind, frame in (("cohort", data.cohort), ("exclusions", data.exclusions), ("splits", data.assignment)):
+        frame.to_csv(out / f"{kind}.tsv", sep="\t", index=False, lineterminator="\n")
+        files[kind] = f"{data.spec.name}/{kind}.tsv"
+    comparison.write_examples(data.samples, out / "samples", n=n_examples)
+    data.files = files
+    return files
+
+
+def write_manifest(data_dir: Path, image_root: str | Path, task_data: list[TaskData]) -> Path:
+    """Record where the run's data lives, for the notebooks and training that follow."""
+    data_dir = Path(data_dir)
+    root = Path(image_root).resolve()
+    try:  # inside the run: relative, so a run folder can be moved
+        root_text = Path(os.path.relpath(root, data_dir.resolve())).as_posix() if root.is_relative_to(
+            data_dir.resolve()) else root.as_posix()
+    except ValueError:
+        root_text = root.as_posix()
+    manifest = {
+        "image_root": root_text,
+        "tasks": {d.spec.name: {"task_type": d.spec.task_type, "target_col": d.spec.target_col,
+                                "modality": d.spec.modality, "labels": d.spec.labels, "files": d.files,
+                                "counts": {s: len(d.samples.get(s, [])) for s in SPLITS}}
+                  for d in task_data},
+    }
+    return write_json(manifest, data_dir / MANIFEST)
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The manifest notebook 01 wrote, with ``image_root`` and file paths made absolute."""
+    data_dir = Path(run_dir) / "data"
+    path = data_dir / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run notebook 01_generate_data for this run first")
+    manifest = read_json(path)
+    manifest["image_root"] = str((data_dir / manifest["image_root"]).resolve())
+    for task in manifest["tasks"].values():
+        task["files"] = {k: str(data_dir / v) for k, v in task["files"].items()}
+    return manifest
+
+
+def split_table(task_data: list[TaskData]) -> pd.DataFrame:
+    """Samples and subjects per task, split and pool: the first table a reader wants."""
+    rows = []
+    for d in task_data:
+        for split in SPLITS:
+            part = d.assignment[d.assignment["split"] == split]
+            rows.append({"task": d.spec.name, "split": split, "samples": len(d.samples.get(split, [])),
+                         "query subjects": int((part["pool"] == "query").sum()),
+                         "reference subjects": int((part["pool"] == "reference").sum())})
+    return pd.DataFrame(rows)
+
+
+def sample_statistics(samples: list[dict]) -> pd.DataFrame:
+    """One row per sample: turns, images, characters of text, and the modalities it uses."""
+    rows = []
+    for sample in samples:
+        parts = [p for turn in sample["conversations"] for p in turn["content"]]
+        images = [p for p in parts if p["type"] == "image"]
+        rows.append({"id": sample["id"], "turns": len(sample["conversations"]), "images": len(images),
+                     "text_chars": sum(len(p["text"]) for p in parts if p["type"] == "text"),
+                     "modalities": ",".join(sorted({p.get("modality", "") for p in images}))})
+    return pd.DataFrame(rows)
+
+
+MODALITY_GLOBS = {"sMRI": "sub-*/anat/*_T1w.nii*", "dMRI": "sub-*/dwi/*_FA.nii*",
+                  "fMRI": "sub-*/func/*_bold.nii*"}
+
+
+def find_modality_images(image_root: str | Path, n_per_modality: int = 3) -> list[tuple[str, str]]:
+    """The first images of each modality in a BIDS-like tree: ``(modality, relative path)`` pairs."""
+    root = Path(image_root)
+    found = []
+    for modality, pattern in MODALITY_GLOBS.items():
+        for path in sorted(root.glob(pattern))[:n_per_modality]:
+            found.append((modality, path.relative_to(root).as_posix()))
+    return found

@@ -1,0 +1,273 @@
+"""Score predictions against canonical samples: one tidy row per sample, then each task kind's metrics.
+
+The reference answer of a sample is the text of its final assistant turn; ``metadata.references``
+(a list of strings) adds further references for the text metrics. Labels and numbers come from
+``metadata.target`` when present, else from parsing the reference text. A sample without a
+prediction is scored with an empty prediction: unparseable and wrong, and counted as such.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from brainvlm.eval import answers, metrics, vqametrics
+from brainvlm.eval.textmetrics import METRIC_NAMES as TEXT_METRICS
+
+LABEL_TASKS = ("comparison_categorical", "classification")
+NUMERIC_TASKS = ("comparison_numerical",)
+TEXT_TASKS = ("report", "caption")
+CORE_COLUMNS = ("id", "task", "reference", "prediction", "missing", "image", "target", "parsed", "parse_ok",
+                "correct", "abs_error")
+HEADLINE = {
+    "comparison_categorical": ("accuracy", "balanced_accuracy", "macro_f1"),
+    "classification": ("accuracy", "balanced_accuracy", "macro_f1"),
+    "comparison_numerical": ("mae", "rmse", "pearson_r", "spearman_rho"),
+    "vqa": ("closed_accuracy", "open_recall", "open_token_f1"),
+    "concepts": ("micro_f1", "macro_f1"),
+    "report": (), "caption": (),
+}
+CHEXPERT_METRICS = ("chexpert14_micro_f1", "chexpert14_macro_f1", "chexpert5_micro_f1", "chexpert5_macro_f1")
+ICD_METRICS = ("icd_micro_f1", "icd_macro_f1")
+
+
+@dataclass
+class ScoreConfig:
+    """How answers are read.
+
+    Attributes:
+        labels: label -> synonyms (``{"male": ["man", "M"], ...}``) or a list of labels; default: the
+            samples' targets, each its own only synonym.
+        fallback: the number an unparseable numeric answer counts as (normally the training mean).
+        uncertain: CheXpert uncertain (-1) mentions count positive (``"ones"``) or negative (``"zeros"``).
+        concept_names: concept name -> CUI, for concept lists that name concepts instead of CUIs.
+    """
+
+    labels: Mapping[str, Sequence[str]] | Sequence[str] | None = None
+    fallback: float | None = None
+    uncertain: str = "ones"
+    concept_names: Mapping[str, str] | None = None
+
+
+def _text_of(turn: dict) -> str:
+    return "\n".join(p.get("text", "") for p in turn.get("content", []) if p.get("type") == "text")
+
+
+def reference_text(sample: dict) -> str:
+    """The text of the sample's final assistant turn."""
+    turns = [t for t in sample.get("conversations", []) if isinstance(t, dict) and t.get("role") == "assistant"]
+    if not turns:
+        raise ValueError(f"sample {sample.get('id')!r}: no assistant turn in $.conversations; the reference "
+                         "answer is the final assistant turn")
+    return _text_of(turns[-1])
+
+
+def reference_texts(sample: dict) -> list[str]:
+    """The final assistant text followed by ``metadata.references`` (duplicates dropped, order kept)."""
+    extra = sample.get("metadata", {}).get("references", [])
+    if not isinstance(extra, list) or not all(isinstance(r, str) for r in extra):
+        raise ValueError(f"sample {sample.get('id')!r}: $.metadata.references must be a list of strings")
+    return list(dict.fromkeys([reference_text(sample), *extra]))
+
+
+def query_image(sample: dict) -> str | None:
+    """The image path of the last image part of the sample (the query image), or None."""
+    paths = [p.get("image_path") for t in sample.get("conversations", []) if isinstance(t, dict)
+             for p in t.get("content", []) if isinstance(p, dict) and p.get("type") == "image"]
+    return paths[-1] if paths else None
+
+
+def synonyms_for(samples: Sequence[dict], labels: Mapping | Sequence | None) -> dict[str, list[str]]:
+    """Label -> synonyms from ``labels`` (a mapping or a list) or, by default, from the samples' targets."""
+    if isinstance(labels, Mapping):
+        return {str(k): [str(s) for s in v] for k, v in labels.items()}
+    if labels is not None:
+        return {str(label): [] for label in labels}
+    return {str(label_target(s, {})): [] for s in samples}
+
+
+def label_target(sample: dict, synonyms: Mapping[str, Sequence[str]]) -> str:
+    """The reference label: ``metadata.target`` (or the reference text), read through the synonyms."""
+    raw = sample.get("metadata", {}).get("target")
+    raw = reference_text(sample).strip() if raw is None else str(raw)
+    if not synonyms:
+        return raw
+    if raw in synonyms:
+        return raw
+    parsed = answers.parse_label(raw, synonyms)
+    if parsed is None:
+        raise ValueError(f"sample {sample.get('id')!r}: reference label {raw!r} is none of the labels "
+                         f"{sorted(synonyms)}; add it (or a synonym for it) to labels")
+    return parsed
+
+
+def number_target(sample: dict) -> float:
+    """The reference number: ``metadata.target``, else the number stated in the reference text."""
+    raw = sample.get("metadata", {}).get("target")
+    value = answers.parse_number(reference_text(sample)) if raw is None else float(raw)
+    if value is None:
+        raise ValueError(f"sample {sample.get('id')!r}: no metadata.target and no single number in the reference "
+                         f"answer {reference_text(sample)!r}")
+    return value
+
+
+def _metadata_columns(sample: dict) -> dict:
+    row = {}
+    for key, value in sorted(sample.get("metadata", {}).items()):
+        if value is None or isinstance(value, (str, int, float, bool)):
+            row[f"metadata.{key}" if key in CORE_COLUMNS else key] = value
+    return row
+
+
+def _score_row(sample: dict, prediction: str, task: str, config: ScoreConfig, synonyms: dict) -> dict:
+    reference = reference_text(sample)
+    if task in LABEL_TASKS:
+        target, parsed = label_target(sample, synonyms), answers.parse_label(prediction, synonyms)
+        return {"target": target, "parsed": parsed, "parse_ok": parsed is not None, "correct": parsed == target}
+    if task in NUMERIC_TASKS:
+        target, parsed = number_target(sample), answers.parse_number(prediction)
+        used = config.fallback if parsed is None else parsed
+        return {"target": target, "parsed": parsed, "parse_ok": parsed is not None,
+                "abs_error": math.nan if used is None else abs(used - target)}
+    if task == "vqa":
+        answer_type = sample.get("metadata", {}).get("answer_type")
+        if answer_type is None:
+            raise ValueError(f"sample {sample.get('id')!r}: vqa samples need $.metadata.answer_type (CLOSED or OPEN)")
+        return {"target": reference, **vqametrics.vqa_sample_scores(reference, prediction, answer_type)}
+    if task == "concepts":
+        target = answers.parse_concepts(reference, config.concept_names)
+        if target is None:
+            raise ValueError(f"sample {sample.get('id')!r}: the reference {reference!r} is not a concept list")
+        parsed = answers.parse_concepts(prediction, config.concept_names)
+        return {"target": target, "parsed": parsed, "parse_ok": parsed is not None}
+    if task in TEXT_TASKS:
+        return {"parse_ok": bool(prediction.strip()), **_block_columns(reference, prediction, config)}
+    raise ValueError(f"sample {sample.get('id')!r}: unknown task {task!r}")
+
+
+def _block_columns(reference: str, prediction: str, config: ScoreConfig) -> dict:
+    """CheXpert and ICD blocks of a report, where the reference states them."""
+    row = {}
+    ref_chexpert = answers.parse_chexpert(reference)
+    if ref_chexpert is not None:
+        row["chexpert_reference"] = answers.chexpert_positive(ref_chexpert, config.uncertain)
+        parsed = answers.parse_chexpert(prediction)
+        row["chexpert_parsed"] = None if parsed is None else answers.chexpert_positive(parsed, config.uncertain)
+    ref_icd = answers.parse_icd(reference)
+    if ref_icd is not None:
+        row["icd_reference"], row["icd_parsed"] = ref_icd, answers.parse_icd(prediction)
+    return row
+
+
+def score_samples(samples: Sequence[dict], predictions: Mapping[str, str] | Sequence[dict],
+                  config: ScoreConfig | None = None) -> pd.DataFrame:
+    """One row per sample: id, task, reference, prediction, missing, image, target, parsed, parse_ok,
+    correct / abs_error (by task), task-specific columns and the scalar metadata fields (domain,
+    query_subject, ...; a field named like a core column is prefixed ``metadata.``).
+
+    Args:
+        samples: canonical samples (several tasks may be mixed).
+        predictions: sample id -> predicted text, or ``{"id", "prediction"}`` records; samples without
+            one count as missing and wrong.
+
+    Returns:
+        The table, indexed 0..n-1 in sample order.
+    """
+    config = config or ScoreConfig()
+    if not isinstance(predictions, Mapping):
+        predictions = {r["id"]: r["prediction"] for r in predictions}
+    by_task: dict[str, dict] = {}
+    for task in sorted({s.get("task") for s in samples}):
+        by_task[task] = synonyms_for([s for s in samples if s.get("task") == task], config.labels) \
+            if task in LABEL_TASKS else {}
+    rows = []
+    for sample in samples:
+        prediction = predictions.get(sample["id"])
+        text = "" if prediction is None else str(prediction)
+        row = {"id": sample["id"], "task": sample.get("task"), "reference": reference_text(sample),
+               "prediction": text, "missing": prediction is None, "image": query_image(sample)}
+        row.update(_score_row(sample, text, sample.get("task"), config, by_task[sample.get("task")]))
+        rows.append({**_metadata_columns(sample), **row})
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def _count_unparseable(table: pd.DataFrame) -> int:
+    return int((~table["parse_ok"].astype(bool)).sum()) if "parse_ok" in table else 0
+
+
+def task_metrics(table: pd.DataFrame, task: str, config: ScoreConfig | None = None) -> dict:
+    """The non-text metrics of one task kind over a score table (or a subset of one)."""
+    config = config or ScoreConfig()
+    if task in LABEL_TASKS:
+        labels = sorted(synonyms_for([], config.labels)) if config.labels is not None else None
+        parsed = [p if ok else None for p, ok in zip(table["parsed"], table["parse_ok"])]
+        return metrics.classification_metrics(list(table["target"]), parsed, labels)
+    if task in NUMERIC_TASKS:
+        parsed = [p if ok else None for p, ok in zip(table["parsed"], table["parse_ok"])]
+        return metrics.regression_metrics(list(table["target"]), parsed, config.fallback)
+    if task == "vqa":
+        return {**vqametrics.vqa_metrics(table), "n_unparseable": _count_unparseable(table)}
+    if task == "concepts":
+        parsed = [p if ok else None for p, ok in zip(table["parsed"], table["parse_ok"])]
+        return metrics.label_set_metrics(list(table["target"]), parsed)
+    if task in TEXT_TASKS:
+        return {**_block_metrics(table), "n_unparseable": _count_unparseable(table)}
+    raise ValueError(f"unknown task {task!r}; expected one of {sorted(HEADLINE)}")
+
+
+def _block_metrics(table: pd.DataFrame) -> dict:
+    out: dict[str, float | int] = {}
+    if "chexpert_reference" in table and table["chexpert_reference"].notna().any():
+        rows = table[table["chexpert_reference"].notna()]
+        for name, subset in (("chexpert14", answers.CHEXPERT_14), ("chexpert5", answers.CHEXPERT_5)):
+            scores = metrics.label_set_metrics(list(rows["chexpert_reference"]), list(rows["chexpert_parsed"]), subset)
+            out[f"{name}_micro_f1"], out[f"{name}_macro_f1"] = scores["micro_f1"], scores["macro_f1"]
+        out["chexpert_n_unparseable"] = int(rows["chexpert_parsed"].isna().sum())
+    if "icd_reference" in table and table["icd_reference"].notna().any():
+        rows = table[table["icd_reference"].notna()]
+        scores = metrics.label_set_metrics(list(rows["icd_reference"]), list(rows["icd_parsed"]))
+        out.update(icd_micro_f1=scores["micro_f1"], icd_macro_f1=scores["macro_f1"],
+                   icd_n_unparseable=scores["n_unparseable"])
+    return out
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    """Every metric name ``task_metrics`` (plus the text metrics, where they apply) can report for a task."""
+    names = {
+        "comparison_categorical": ("accuracy", "balanced_accuracy", "macro_f1"),
+        "classification": ("accuracy", "balanced_accuracy", "macro_f1"),
+        "comparison_numerical": ("mae", "rmse", "pearson_r", "spearman_rho"),
+        "vqa": ("closed_accuracy", "closed_accuracy_llava_med_script", "open_recall", "open_exact_match",
+                "open_token_f1", "exact_match", "token_f1", *TEXT_METRICS),
+        "concepts": ("micro_f1", "macro_f1", "micro_precision", "micro_recall"),
+        "report": (*TEXT_METRICS, *CHEXPERT_METRICS, *ICD_METRICS),
+        "caption": (*TEXT_METRICS, *CHEXPERT_METRICS, *ICD_METRICS),
+    }
+    if task not in names:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(names)}")
+    return names[task]
+
+
+def uses_text_metrics(task: str) -> bool:
+    """Whether BLEU/METEOR/ROUGE-L/CIDEr apply to a task kind."""
+    return task in TEXT_TASKS or task == "vqa"
+
+
+def label_confusion(table: pd.DataFrame, config: ScoreConfig | None = None) -> pd.DataFrame:
+    """Confusion matrix of a label task's score table (``unparseable`` column included)."""
+    config = config or ScoreConfig()
+    labels = sorted(synonyms_for([], config.labels)) if config.labels is not None else None
+    parsed = [p if ok else None for p, ok in zip(table["parsed"], table["parse_ok"])]
+    return metrics.confusion_matrix(list(table["target"]), parsed, labels)
+
+
+def bootstrap_unit(table: pd.DataFrame) -> str | None:
+    """The default resampling unit: ``query_subject`` when every row has one, else ``image``, else rows."""
+    for column in ("query_subject", "image"):
+        if column in table and table[column].notna().all():
+            return column
+    return None
+

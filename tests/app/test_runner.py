@@ -1,0 +1,137 @@
+"""The runner and the params contract, on small notebooks written into a temp folder."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from brainvlm.app.params import (
+    ParamsError,
+    check_params,
+    declared_parameters,
+    discover_notebooks,
+    read_params,
+)
+from brainvlm.app.report import ExpectationError, check_expectations
+from brainvlm.app.runner import NotebookFailed, run
+
+GOOD = '''# %% [markdown]
+# # Good
+# %% tags=["parameters"]
+run_dir: str = ""  # injected
+n: int = 2  # how many
+scale: float = 1.0e-4  # tiny
+
+# %%
+import json, pathlib
+out = pathlib.Path(run_dir) / "metrics"
+out.mkdir(parents=True, exist_ok=True)
+(out / "01_good.json").write_text(json.dumps({"n_squared": n * n}))
+'''
+
+BAD = '''# %% tags=["parameters"]
+run_dir: str = ""
+fail_at: int = 1
+
+# %%
+x = 1
+
+# %%
+raise ValueError(f"planned failure {fail_at}")
+'''
+
+
+def write_notebooks(folder: Path, **sources: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in sources.items():
+        (folder / f"{name}.py").write_text(text)
+    return folder
+
+
+def test_declared_parameters_reads_literals(tmp_path):
+    nbs = write_notebooks(tmp_path / "nb", **{"01_good": GOOD})
+    assert declared_parameters(nbs / "01_good.py") == {"run_dir": "", "n": 2, "scale": 1.0e-4}
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path):
+    nbs = discover_notebooks(write_notebooks(tmp_path / "nb", **{"01_good": GOOD}))
+    with pytest.raises(ParamsError, match=r"unknown key\(s\) \['n_subject'\]"):
+        check_params({"n_subject": 3}, nbs)
+    with pytest.raises(ParamsError, match="set by the runner"):
+        check_params({"run_dir": "x"}, nbs)
+
+
+def test_float_written_without_dot_is_an_error(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("lr: 1e-4\n")
+    with pytest.raises(ParamsError, match="1.0e-4"):
+        read_params(path)
+
+
+def test_run_injects_params_and_run_dir_and_writes_reports(tmp_path):
+    nbs = write_notebooks(tmp_path / "nb", **{"01_good": GOOD})
+    params = tmp_path / "p.yaml"
+    params.write_text("n: 7\n")
+    results = run(params, run_name="r", reports_dir=tmp_path / "reports", notebooks_dir=nbs)
+    run_dir = tmp_path / "reports" / "r"
+    assert [r.status for r in results] == ["ok"]
+    assert json.loads((run_dir / "metrics" / "01_good.json").read_text()) == {"n_squared": 49}
+    for name in ("01_good.ipynb", "01_good.html", "01_good.report.html", "index.html", "provenance.json"):
+        assert (run_dir / name).is_file(), name
+    assert "n_squared: 49" in (run_dir / "index.html").read_text()
+    assert "n = 2" not in (run_dir / "01_good.report.html").read_text()  # no code in the paper version
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    assert provenance["params"] == {"n": 7} and provenance["packages"]["papermill"] != "not installed"
+
+
+def test_failing_notebook_names_the_cell_keeps_output_and_stops(tmp_path):
+    nbs = write_notebooks(tmp_path / "nb", **{"01_bad": BAD, "02_good": GOOD.replace("01_good", "02_good")})
+    params = tmp_path / "p.yaml"
+    params.write_text("fail_at: 5\n")
+    with pytest.raises(NotebookFailed, match=r"01_bad: cell \d+ .*ValueError: planned failure 5"):
+        run(params, run_name="r", reports_dir=tmp_path / "reports", notebooks_dir=nbs)
+    run_dir = tmp_path / "reports" / "r"
+    assert (run_dir / "01_bad.ipynb").is_file() and (run_dir / "01_bad.html").is_file()
+    assert not (run_dir / "02_good.ipynb").exists()
+    assert "failed" in (run_dir / "index.html").read_text()
+
+
+def test_expectation_never_measured_is_an_error(tmp_path):
+    nbs = write_notebooks(tmp_path / "nb", **{"01_good": GOOD.replace("n: int = 2", "n: int = 2\nexpect: dict = {}")})
+    params = tmp_path / "p.yaml"
+    params.write_text("expect: {accuracy: '>= 0.9'}\n")
+    with pytest.raises(NotebookFailed, match="no notebook of the run measured: \\['accuracy'\\]"):
+        run(params, run_name="r", reports_dir=tmp_path / "reports", notebooks_dir=nbs)
+
+
+def test_check_expectations():
+    rows = check_expectations({"acc": 0.95, "other": 1}, {"acc": ">= 0.90", "missing": "< 3"})
+    assert rows == [{"metric": "acc", "expected": ">= 0.9", "measured": 0.95, "passed": True}]
+    with pytest.raises(ExpectationError, match=r"acc = 0.5 \(expected >= 0.9\)"):
+        check_expectations({"acc": 0.5}, {"acc": ">= 0.90"})
+
+
+# ---------------------------------------------------------------- the run contract for several studies
+def test_a_params_file_names_its_notebooks_and_only_narrows_them(tmp_path):
+    nbs = write_notebooks(tmp_path / "nb", **{"01_good": GOOD, "02_good": GOOD.replace("01_good", "02_good"),
+                                              "03_bad": BAD})
+    params = tmp_path / "p.yaml"
+    params.write_text('notebooks: ["01", "02"]\nn: 3\n')
+    results = run(params, run_name="r", reports_dir=tmp_path / "reports", notebooks_dir=nbs)
+    assert [r.name for r in results] == ["01_good", "02_good"]  # 03_bad is not the file's: never run
+    results = run(params, run_name="s", reports_dir=tmp_path / "reports", notebooks_dir=nbs, only="02")
+    assert [r.name for r in results] == ["02_good"]
+    with pytest.raises(ParamsError, match=r"--only 03: \['03_bad'\] not among the notebooks .* runs \(\['01', '02'\]\)"):
+        run(params, run_name="t", reports_dir=tmp_path / "reports", notebooks_dir=nbs, only="03")
+    params.write_text('notebooks: ["01"]\nfail_at: 2\n')  # declared only by 03_bad, which this file does not run
+    with pytest.raises(ParamsError, match=r"unknown key\(s\) \['fail_at'\]: no notebook in this run declares them"):
+        run(params, run_name="u", reports_dir=tmp_path / "reports", notebooks_dir=nbs)
+    params.write_text("notebooks: 01\n")
+    with pytest.raises(ParamsError, match=r"notebooks must be a non-empty list of quoted numbers"):
+        run(params, run_name="v", reports_dir=tmp_path / "reports", notebooks_dir=nbs)
+
+
+def test_task_names_are_unique_across_the_studies_of_a_run():
+    params = {"tasks": [{"name": "sex"}, {"name": "bmi"}], "report_tasks": [{"name": "sex"}]}
+    with pytest.raises(ParamsError, match=r"task name 'sex' appears in tasks and in report_tasks"):
+        check_params(params, [], source="p.yaml")

@@ -1,0 +1,305 @@
+"""Answer parsing, classification/regression/label-set metrics, groups, bootstrap and VQA scores (no Java)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from brainvlm.eval import answers, bootstrap, metrics, vqametrics
+
+SEX = {"male": ["man", "M", "boy"], "female": ["woman", "F", "girl"]}
+
+
+# ------------------------------------------------------------------------------------------- labels
+@pytest.mark.parametrize("text, expected", [
+    ("female", "female"),
+    ("The subject is FEMALE.", "female"),
+    ("The subject is a man.", "male"),
+    ("M", "male"),
+    ("MRI shows nothing conclusive", None),              # "M" is not matched inside a word
+    ("Femaleness is not a label", None),                # nor "female" inside a longer word
+    ("The reference is male. The subject is female.", "female"),  # final sentence wins
+    ("Male or female? I think female.", "female"),
+    ("The subject is female, unlike the male reference.", None),  # ambiguous within the final sentence
+    ("", None),
+    (None, None),
+])
+def test_parse_label_word_boundaries_and_policy(text, expected):
+    assert answers.parse_label(text, SEX) == expected
+
+
+def test_parse_label_rejects_a_synonym_under_two_labels():
+    with pytest.raises(ValueError, match="'M'.*two labels"):
+        answers.parse_label("M", {"male": ["M"], "female": ["m"]})
+
+
+def test_multiword_synonym_wins_over_its_part():
+    syn = {"absent": ["no evidence of tumour"], "present": ["tumour"]}
+    assert answers.parse_label("There is no evidence  of tumour.", syn) == "absent"
+
+
+_WORD = st.text(alphabet=st.characters(categories=["Lu", "Ll", "Nd"]), min_size=1, max_size=5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=80))
+def test_label_parser_never_crashes_and_returns_a_label(text):
+    assert answers.parse_label(text, SEX) in (None, "male", "female")
+
+
+@settings(max_examples=150, deadline=None)
+@given(prefix=_WORD, suffix=_WORD, label=st.sampled_from(["male", "female", "man", "M"]))
+def test_label_glued_inside_a_word_never_matches(prefix, suffix, label):
+    assert answers.find_labels(f"{prefix}{label}{suffix}", SEX) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(before=st.sampled_from(["", " ", "(", "\n", "-", ": "]), after=st.sampled_from(["", " ", ".", ")", ","]),
+       label=st.sampled_from(["male", "female", "man", "woman", "M", "F"]))
+def test_label_standing_alone_always_matches(before, after, label):
+    expected = "female" if label in ("female", "woman", "F") else "male"
+    assert answers.parse_label(f"{before}{label}{after}", SEX) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(["male", "female", "man", "woman"]), min_size=1, max_size=6),
+       st.sampled_from([" ", "  ", "\n"]))
+def test_label_of_the_final_sentence_is_the_answer(stated, gap):
+    text = gap.join(f"Sentence says {word}." for word in stated)
+    expected = {"male": "male", "man": "male", "female": "female", "woman": "female"}[stated[-1]]
+    assert answers.parse_label(text, SEX) == expected
+
+
+# ------------------------------------------------------------------------------------------ numbers
+@pytest.mark.parametrize("text, expected", [
+    ("The BMI is 23.5 kg/m2.", 23.5),
+    ("\u22120.5", -0.5),
+    ("x = -1.5e-3", -0.0015),
+    ("about +3.", 3.0),
+    (".5", 0.5),
+    ("12,345 voxels", 12345.0),
+    ("A T1-weighted scan: 5mm", 5.0),
+    ("sub-0042 is 45 years old", 45.0),
+    ("Age 45. BMI 23.", 23.0),           # the final sentence states one number
+    ("between 23-25", None),             # a range is two numbers
+    ("It is 2 or 3.", None),
+    ("1e999", None),                     # not finite
+    ("no number here", None),
+])
+def test_parse_number(text, expected):
+    assert answers.parse_number(text) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_number_parser_never_crashes(text):
+    value = answers.parse_number(text)
+    assert value is None or math.isfinite(value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False), st.booleans())
+def test_number_round_trips_through_text(value, unicode_minus):
+    literal = repr(value).replace("-", "\u2212") if unicode_minus else repr(value)
+    assert answers.parse_number(f"The predicted value is {literal}.") == value
+
+
+# ------------------------------------------------------------------------------ CheXpert, ICD, concepts
+def test_parse_chexpert_block_and_uncertainty_policies():
+    text = ('Findings: clear lungs.\nCheXpert: {"Atelectasis": 1, "cardiomegaly": 0, "Edema": -1, '
+            '"Pleural  Effusion": null}')
+    labels = answers.parse_chexpert(text)
+    assert labels == {"Atelectasis": 1, "Cardiomegaly": 0, "Edema": -1}
+    assert answers.chexpert_positive(labels, "ones") == {"Atelectasis", "Edema"}
+    assert answers.chexpert_positive(labels, "zeros") == {"Atelectasis"}
+    with pytest.raises(ValueError, match="uncertain"):
+        answers.chexpert_positive(labels, "maybe")
+
+
+@pytest.mark.parametrize("text", [
+    'CheXpert: {"Atelectasis": 1,',              # malformed JSON
+    'CheXpert: {"Lung Nodule": 1}',              # not a CheXpert observation
+    'CheXpert: {"Edema": 2}',                    # not 1, 0, -1
+    'CheXpert: {"Edema": true}',                 # booleans are not labels
+    'CheXpert: ["Edema"]',                       # not an object
+    'No block at all',
+])
+def test_parse_chexpert_malformed_is_unparseable(text):
+    assert answers.parse_chexpert(text) is None
+
+
+def test_parse_icd_codes():
+    assert answers.parse_icd("Dx.\nICD: I10, e11.9;  Z00.00.") == {"I10", "E11.9", "Z00.00"}
+    assert answers.parse_icd("ICD-10: I63.9") == {"I63.9"}
+    assert answers.parse_icd("ICD:") == frozenset()
+    assert answers.parse_icd("ICD: none") is None
+    assert answers.parse_icd("no codes") is None
+
+
+def test_parse_concepts_cuis_and_names():
+    names = {"Lung": "C0024109"}
+    assert answers.parse_concepts("Concepts: C0032285; lung; Pleural  effusion", names) == \
+        {"C0032285", "C0024109", "pleural effusion"}
+    assert answers.parse_concepts("c0032285, C0040405") == {"C0032285", "C0040405"}
+    assert answers.parse_concepts("pneumonia of the lung") is None   # no marker and not only CUIs
+    assert answers.parse_concepts("Concepts: ") == frozenset()
+
+
+# ------------------------------------------------------------------------------------ classification
+Y_TRUE = ["a", "a", "a", "b", "b", "c"]
+Y_PRED = ["a", "a", None, "b", "a", None]
+
+
+def test_classification_metrics_by_hand():
+    got = metrics.classification_metrics(Y_TRUE, Y_PRED)
+    assert got["accuracy"] == pytest.approx(3 / 6)
+    assert got["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+    # F1: a = 2*2/(4+1+1), b = 2*1/(2+0+1), c = 0
+    assert got["macro_f1"] == pytest.approx((4 / 6 + 2 / 3 + 0) / 3)
+    assert (got["n"], got["n_unparseable"]) == (6, 2)
+
+
+def test_confusion_matrix_has_an_unparseable_column():
+    matrix = metrics.confusion_matrix(Y_TRUE, Y_PRED)
+    assert list(matrix.columns) == ["a", "b", "c", "unparseable"]
+    assert matrix.loc["a"].tolist() == [2, 0, 0, 1]
+    assert matrix.loc["b"].tolist() == [1, 1, 0, 0]
+    assert matrix.loc["c"].tolist() == [0, 0, 0, 1]
+    assert int(matrix.to_numpy().sum()) == len(Y_TRUE)
+
+
+# ---------------------------------------------------------------------------------------- regression
+def test_regression_metrics_by_hand_with_fallback():
+    got = metrics.regression_metrics([1, 2, 3, 4], [1.5, None, 2, 5], fallback=2.5)
+    assert got["mae"] == pytest.approx(0.75)
+    assert got["rmse"] == pytest.approx(math.sqrt(0.625))
+    assert got["pearson_r"] == pytest.approx(5 / math.sqrt(7.25 * 5))
+    assert got["spearman_rho"] == pytest.approx(0.8)
+    assert (got["n"], got["n_unparseable"]) == (4, 1)
+
+
+def test_regression_needs_a_fallback_for_unparseable_answers():
+    with pytest.raises(ValueError, match="1 of 2 predictions are unparseable; pass fallback"):
+        metrics.regression_metrics([1, 2], [1.0, None])
+
+
+def test_correlation_of_a_constant_is_nan():
+    assert math.isnan(metrics.regression_metrics([1, 2, 3], [2, 2, 2])["pearson_r"])
+
+
+# ---------------------------------------------------------------------------------------- label sets
+def test_label_set_f1_by_hand():
+    true = [frozenset({"A", "B"}), frozenset({"A"}), frozenset()]
+    pred = [frozenset({"A"}), frozenset({"A", "C"}), None]
+    got = metrics.label_set_metrics(true, pred)
+    assert got["micro_f1"] == pytest.approx(4 / 6)     # TP 2, FP 1, FN 1
+    assert got["macro_f1"] == pytest.approx(1 / 3)     # A 1.0, B 0, C 0
+    assert got["n_unparseable"] == 1
+    five = metrics.label_set_metrics(true, pred, labels=["A", "B", "D"])
+    assert five["micro_f1"] == pytest.approx(4 / 5) and five["macro_f1"] == pytest.approx(1 / 3)
+
+
+# ----------------------------------------------------------------------------------- groups, bootstrap
+def _subject_table(n_subjects: int = 20, per_subject: int = 10) -> pd.DataFrame:
+    """Every sample of a subject is identical: the first half of subjects right, the rest wrong."""
+    rows = [{"query_subject": f"sub-{s:02d}", "correct": s < n_subjects // 2, "domain": "ab"[s % 2]}
+            for s in range(n_subjects) for _ in range(per_subject)]
+    return pd.DataFrame(rows)
+
+
+def test_by_group_computes_each_metric_within_each_group():
+    table = _subject_table()
+    table.loc[0, "domain"] = None
+    grouped = metrics.by_group(table, "domain", lambda t: {"accuracy": t["correct"].mean()})
+    assert list(grouped.index) == ["<missing>", "a", "b"]
+    assert grouped.loc["<missing>", "accuracy"] == 1.0
+    assert grouped["n_group"].sum() == len(table)
+    with pytest.raises(KeyError, match="'site'"):
+        metrics.by_group(table, "site", lambda t: {})
+
+
+def test_bootstrap_draws_whole_subjects():
+    units = np.array(["s1"] * 3 + ["s2"] * 2 + ["s3"] * 4 + ["s4"])
+    for rows in bootstrap.bootstrap_indices(units, n_boot=50, seed=3):
+        counts = pd.Series(rows).value_counts()
+        for unit in set(units[rows]):
+            members = np.flatnonzero(units == unit)
+            assert len(set(counts[members])) == 1   # every row of a drawn subject appears equally often
+
+
+def test_bootstrap_ci_is_seeded_contains_the_point_and_is_wider_by_subject():
+    table = _subject_table()
+    accuracy = lambda t: float(t["correct"].mean())
+    by_subject = bootstrap.bootstrap_ci(table, accuracy, unit="query_subject", n_boot=400, seed=7)
+    assert by_subject == bootstrap.bootstrap_ci(table, accuracy, unit="query_subject", n_boot=400, seed=7)
+    assert by_subject != bootstrap.bootstrap_ci(table, accuracy, unit="query_subject", n_boot=400, seed=8)
+    assert by_subject["lo"] <= by_subject["point"] == 0.5 <= by_subject["hi"]
+    assert by_subject["n_units"] == 20 and by_subject["unit"] == "query_subject"
+    naive = bootstrap.bootstrap_ci(table, accuracy, unit=None, n_boot=400, seed=7)
+    assert naive["n_units"] == 200
+    # 20 independent subjects, not 200 independent samples: the honest interval is ~3x wider
+    assert by_subject["hi"] - by_subject["lo"] > 2 * (naive["hi"] - naive["lo"])
+
+
+def test_bootstrap_metrics_reports_several_metrics_from_one_pass():
+    table = pd.DataFrame({"target": list("aabbc") * 4, "parsed": list("abbbc") * 4,
+                          "subject": np.repeat(np.arange(10), 2)})
+    fn = lambda t: metrics.classification_metrics(list(t["target"]), list(t["parsed"]))
+    ci = bootstrap.bootstrap_metrics(table, fn, ["accuracy", "macro_f1"], unit="subject", n_boot=100, seed=0)
+    assert ci["accuracy"]["point"] == pytest.approx(0.8)
+    assert all(c["lo"] <= c["point"] <= c["hi"] and c["n_valid"] == 100 for c in ci.values())
+
+
+# ------------------------------------------------------------------------------------------------ VQA
+def test_normalize_and_token_scores():
+    assert vqametrics.normalize_answer("The Posterior-Anterior view, 2.5 cm!") == "posterior anterior view 2.5 cm"
+    assert vqametrics.normalize_answer("Two") == "2"
+    scores = vqametrics.token_scores("right upper lobe", "It is in the right lobe")
+    assert scores["recall"] == pytest.approx(2 / 3)
+    assert scores["precision"] == pytest.approx(2 / 5)
+    assert scores["token_f1"] == pytest.approx(2 * (2 / 3) * (2 / 5) / (2 / 3 + 2 / 5))
+    assert vqametrics.token_scores("left", "Left.")["exact_match"] == 1.0
+
+
+@pytest.mark.parametrize("reference, prediction, correct, parsed", [
+    ("yes", "Yes, there is.", True, True),
+    ("no", "No, there is no fracture.", True, True),
+    ("yes", "No.", False, True),
+    ("yes", "I am not sure", False, False),     # "not" is not the word "no"
+    ("yes", "Yes. Actually no.", False, True),  # the final sentence decides
+    ("mri", "MRI", True, True),
+    ("mri", "It is an MRI scan", False, True),  # non-yes/no closed answers need an exact match
+])
+def test_closed_correct(reference, prediction, correct, parsed):
+    assert vqametrics.closed_correct(reference, prediction) == (correct, parsed)
+
+
+@pytest.mark.parametrize("reference, prediction, hit", [
+    ("yes", "Yes, it is.", 1.0),
+    ("yes", "No.", math.nan),               # wrong yes/no answers are skipped by the script
+    ("yes", "There is a nodule", math.nan),  # "no" inside "nodule" counts as a no
+    ("no", "There is a nodule", 1.0),
+    ("yes", "Unclear", 0.0),
+    ("mri", "mri", 0.0),                    # right, but holds neither "yes" nor "no"
+    ("abnormal", "abnormal", 1.0),          # "abnormal" holds "no"
+])
+def test_llava_med_script_closed_hit(reference, prediction, hit):
+    got = vqametrics.llava_med_script_closed_hit(reference, prediction)
+    assert (math.isnan(got) and math.isnan(hit)) or got == hit
+
+
+def test_llava_med_script_normalisation_quirks():
+    assert vqametrics.llava_med_script_normalize("the (left) lung, 1,000 cc.") == "left lung 1000 cc"
+    assert vqametrics.llava_med_script_normalize("x-ray") == "x ray"
+    assert vqametrics.llava_med_script_normalize("a" + ". a" * 40).count(".") == 8  # only 32 periods go
+
+
+def test_answer_type_is_stripped_and_checked():
+    assert vqametrics.normalize_answer_type("CLOSED ") == "CLOSED"
+    with pytest.raises(ValueError, match="neither CLOSED nor OPEN"):
+        vqametrics.normalize_answer_type("BOTH")

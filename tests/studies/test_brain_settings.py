@@ -1,0 +1,59 @@
+"""One source of defaults: the command line trains with the settings notebook 04 trains with.
+
+The parameters cell of notebook 04 is the only home of the training defaults; ``brainvlm train`` reads it,
+overlays the params file and ``-p``, and passes complete settings to ``studies.brain.train``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from brainvlm.app.runner import run
+from brainvlm.core.paths import PARAMS_DIR, PROJECT_ROOT
+from brainvlm.studies import brain
+
+
+def cli_train(params: Path, run_dir: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
+    command = [sys.executable, "-m", "brainvlm", "train", "--params", str(params), "--study", "brain",
+               "--task", "sex", "--run-dir", str(run_dir), "--name", name, "--no-progress", *extra]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+def settings(run_dir: Path, name: str) -> dict:
+    return json.loads((run_dir / "models" / name / "settings.json").read_text())
+
+
+@pytest.mark.slow
+def test_ci_params_train_the_same_through_the_notebook_and_the_command_line(ci_run):
+    done = cli_train(PARAMS_DIR / "ci.yaml", ci_run, "cli_sex")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert settings(ci_run, "cli_sex") == settings(ci_run, "sex")
+
+
+@pytest.mark.slow
+def test_an_empty_params_file_trains_with_notebook_04s_defaults(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    run(empty, run_name="empty", reports_dir=tmp_path, only="01,04")
+    done = cli_train(empty, tmp_path / "empty", "cli_sex")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert settings(tmp_path / "empty", "cli_sex") == settings(tmp_path / "empty", "sex")
+    assert settings(tmp_path / "empty", "sex")["epochs"] == 2.0  # notebook 04's default, nowhere else
+
+
+def test_the_command_line_checks_keys_as_run_does(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("brain_epoch: 2.0\n")
+    done = cli_train(params, tmp_path / "r", "x")
+    assert done.returncode == 1
+    assert "unknown key(s) ['brain_epoch']: no notebook in this run declares them" in done.stderr
+
+
+def test_settings_without_every_key_are_an_error_naming_them():
+    with pytest.raises(brain.SettingsError, match=r"training settings missing: \['seed', 'model'.*notebook 04"):
+        brain.settings_for({}, "sex")
