@@ -30,6 +30,7 @@ cohort_name: str = "synthetic"  # cohort name used in sample ids, e.g. ABCD
 cohort_table: str = ""  # phenotype CSV/TSV (empty: build the synthetic cohort)
 image_root: str = ""  # folder the image paths are relative to (ignored for the synthetic cohort)
 id_col: str = "participant_id"  # subject id column of the table
+table_sep: str = ""  # delimiter of cohort_table (empty: from the extension, .csv ',' and .tsv tab; else sniffed)
 image_pattern: str = "{subject}/anat/{subject}_T1w.nii.gz"  # image path of a subject under image_root
 session_col: str = ""  # session column of a long-format table, e.g. eventname (empty: none)
 session: str = ""  # the session to use when session_col is set
@@ -72,26 +73,28 @@ if not cohort_table:
     cohort_table = str(synthetic_brain.make_synthetic_cohort(data_dir / "cohort", n_subjects=n_subjects, seed=seed,
                                                        shape=(volume_size,) * 3))
     image_root = str(Path(cohort_table).parent)
-table = cohort.read_table(cohort_table, id_col=id_col, session_col=session_col or None, session=session or None)
+table = cohort.read_table(cohort_table, id_col=id_col, session_col=session_col or None, session=session or None,
+                          sep=table_sep or None)
 print(f"{len(table)} rows from {Path(cohort_table).name}; columns: {', '.join(table.columns)}")
 table.head()
 
 # %% [markdown]
 # ## From table to samples, per task
 # Structural problems in the table (no id column, duplicate ids, a category outside the mapping) stop
-# here with an error. Row-level problems (a missing target, a missing image) are exclusions, counted and
-# listed below; `strict: true` turns them into errors. No row disappears silently.
+# here with an error. Row-level problems (a missing target, a missing image, a target outside the task's
+# `valid_range`, and with `check_images: readable` an unreadable, 4D, non-finite or constant volume) are
+# exclusions, counted and listed below; `strict: true` turns them into errors. No row disappears silently.
+# All tasks share one split of the cohort (stratified on the first task's target), so a subject is in
+# the same split and pool in every task.
 
 # %%
 config = dataset.DataConfig(image_root=image_root, image_pattern=image_pattern, group_col=group_col or None,
                             strict=strict, check_images=check_images, split_fractions=tuple(split_fractions),
                             reference_fraction=reference_fraction, n_bins=n_bins, seed=seed)
-prepared = []
-for entry in tasks:
-    spec, own_pattern = dataset.task_spec(entry, cohort_name)
-    task_data = dataset.prepare_task(table, spec, config, table_path=cohort_table, image_pattern=own_pattern)
+prepared = dataset.prepare_tasks(table, [dataset.task_spec(entry, cohort_name) for entry in tasks], config,
+                                 table_path=cohort_table)
+for task_data in prepared:
     dataset.write_task(task_data, data_dir, n_examples=n_examples)
-    prepared.append(task_data)
 manifest_path = dataset.write_manifest(data_dir, image_root, prepared)
 dataset.split_table(prepared)
 
@@ -102,11 +105,25 @@ display(pd.concat([cohort.exclusion_summary(d.exclusions).assign(task=d.spec.nam
 exclusions.head(20)
 
 # %% [markdown]
-# ## The leakage audit
-# Every split is subject- and family-disjoint; inside a split, no subject is both a query and a reference.
+# Numerical targets far from the rest (more than 10 robust standard deviations from the median) are listed
+# as suspect: sentinel codes such as 99999 show up here. They stay in unless the task's `valid_range`
+# excludes them.
 
 # %%
-pd.concat([splits.audit_splits(d.assignment).assign(task=d.spec.name) for d in prepared], ignore_index=True)
+suspects = {d.spec.name: cohort.suspect_values(d.cohort) for d in prepared if d.spec.task_type == "numerical"}
+display(pd.DataFrame([{"task": name, "suspect values": len(t), "examples": t.head(3).to_dict("records")}
+                      for name, t in suspects.items()]))
+
+# %% [markdown]
+# ## The leakage audit
+# Every split is subject- and family-disjoint; inside a split, no subject is both a query and a reference;
+# and across tasks, a subject keeps its split and pool.
+
+# %%
+audit = pd.concat([*(splits.audit_splits(d.assignment).assign(task=d.spec.name) for d in prepared),
+                   splits.audit_across_tasks({d.spec.name: d.assignment for d in prepared}).assign(task="all")],
+                  ignore_index=True)
+audit
 
 # %% [markdown]
 # ## Target distributions per split
@@ -140,8 +157,10 @@ for d in prepared:
 # %%
 metrics = {f"{d.spec.name}.n_{split}": len(d.samples[split]) for d in prepared for split in dataset.SPLITS}
 metrics.update({f"{d.spec.name}.n_excluded": len(d.exclusions) for d in prepared})
+metrics.update({f"{name}.n_suspect_values": len(found) for name, found in suspects.items()})
 metrics = write_metrics(run_dir, "01_generate_data", metrics, study="brain")
 for d in prepared:
     assert all(len(d.samples[s]) > 0 for s in dataset.SPLITS), f"{d.spec.name}: a split has no samples"
     assert splits.audit_splits(d.assignment)["passed"].all(), f"{d.spec.name}: leakage audit failed"
+assert audit["passed"].all(), "leakage audit failed across tasks"
 metrics

@@ -10,7 +10,7 @@ PACKAGE = PROJECT_ROOT / "brainvlm"
 def documented_modules() -> set[str]:
     text = (PROJECT_ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     table = text.split("## Modules", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `([a-z0-9_/]+\.py)` \|", table, flags=re.M))
+    return set(re.findall(r"^\| `([a-z0-9_/]+\.py)` \|", table, flags=re.MULTILINE))
 
 
 def test_the_module_table_matches_the_package():

@@ -19,8 +19,19 @@ STUDIES = ("brain",)  # python -m brainvlm train --study NAME: a module of brain
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    """``-p key value`` pairs, values read as YAML (so ``-p n_subjects 40`` is an int)."""
-    return {key: yaml.safe_load(value) for key, value in pairs}
+    """``-p key value`` pairs, values read as YAML (so ``-p n_subjects 40`` is an int).
+
+    The values are then checked like a params file's (``app.params.check_params``).
+    """
+    from brainvlm.app.params import ParamsError
+
+    out = {}
+    for key, value in pairs:
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"-p {key} {value!r}: not a YAML value ({getattr(exc, 'problem', exc)})") from None
+    return out
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -122,6 +133,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-boot-text", type=int, default=200, help="bootstrap replicates for text metrics")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--unit", default=None, help="bootstrap unit column (default: query_subject or image)")
+    parser.add_argument("--partial", action="store_true",
+                        help="score a partial run: samples without a prediction count as wrong (default: error)")
     return parser
 
 
@@ -135,10 +148,17 @@ def main_evaluate(argv: list[str]) -> int:
         result = evaluate_files(args.samples, args.predictions, metrics=_split(args.metrics), out=args.out,
                                 labels=_parse_labels(args.labels), group_by=_split(args.group_by),
                                 tokenize=args.tokenize, fallback=args.fallback, uncertain=args.uncertain,
-                                n_boot=args.n_boot, n_boot_text=args.n_boot_text, seed=args.seed, unit=args.unit)
+                                n_boot=args.n_boot, n_boot_text=args.n_boot_text, seed=args.seed, unit=args.unit,
+                                partial=args.partial)
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
         print(f"brainvlm evaluate: {exc}", file=sys.stderr)
         return 1
+    if result["n_extra_predictions"]:
+        print(f"brainvlm evaluate: {result['n_extra_predictions']} prediction ids match no sample (first ten): "
+              f"{', '.join(result['unmatched_prediction_ids'])}", file=sys.stderr)
+    if result["n_missing_predictions"]:
+        print(f"brainvlm evaluate: {result['n_missing_predictions']} samples have no prediction, scored as wrong "
+              f"(first ten): {', '.join(result['missing_prediction_ids'])}", file=sys.stderr)
     print(dumps(result, indent=2))
     return 0
 

@@ -119,7 +119,14 @@ def read_params(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ParamsError(f"{where}: not valid YAML ({problem}); a params file is a flat mapping of keys "
+                          "to values, `key: value` per line") from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: a params file is a flat mapping of keys to values, got {type(data).__name__}")
     for key, value in data.items():
@@ -140,9 +147,11 @@ def check_params(params: dict[str, Any], notebooks: list[Notebook], source: str 
         ParamsError: naming each unknown or reserved key and the keys that are valid.
     """
     owners: dict[str, list[str]] = {}
+    annotations: dict[str, list[tuple[str, str | None]]] = {}
     for nb in notebooks:
-        for key in declared_parameters(nb.path):
+        for key, (annotation, _) in parameter_declarations(nb.path).items():
             owners.setdefault(key, []).append(nb.name)
+            annotations.setdefault(key, []).append((nb.name, annotation))
     check_task_names(params, source)
     reserved = [k for k in params if k in RESERVED_KEYS]
     if reserved:
@@ -152,7 +161,36 @@ def check_params(params: dict[str, Any], notebooks: list[Notebook], source: str 
         valid = sorted(k for k in [*owners, *RUN_KEYS] if k not in RESERVED_KEYS)
         raise ParamsError(f"{source}: unknown key(s) {unknown}: no notebook in this run declares them "
                           f"({', '.join(nb.name for nb in notebooks)}). Valid keys: {valid}")
+    for key, value in params.items():
+        for notebook, annotation in annotations.get(key, []):
+            check_type(key, value, annotation, notebook, source)
     return owners
+
+
+TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
+
+
+def check_type(key: str, value: Any, annotation: str | None, notebook: str, source: str = "params") -> None:
+    """A value fits the annotation a notebook declares its key with (an int is accepted for a float).
+
+    Raises:
+        ParamsError: naming the key, the value, the expected type and the notebook.
+    """
+    expected = TYPES.get(annotation or "")
+    if expected is None:
+        return
+    fits = isinstance(value, expected) and not (isinstance(value, bool) and annotation != "bool")
+    if fits:
+        return
+    hint = ""
+    if isinstance(value, str) and annotation in ("float", "int") and _looks_like_float(value):
+        hint = "; YAML 1.1 reads a float without a dot as a string: write it with one, e.g. 1.0e-4"
+    elif isinstance(value, str) and annotation in ("list", "dict"):
+        hint = f"; write a YAML {annotation}, e.g. {'[0.7, 0.15, 0.15]' if annotation == 'list' else '{a: 1}'}"
+    kind = type(value).__name__
+    article = "an" if kind[0] in "aeiou" else "a"
+    raise ParamsError(f"{source}: {key} = {value!r} is {article} {kind}, but notebook {notebook} declares "
+                      f"`{key}: {annotation}`{hint}")
 
 
 def notebook_parameters(params: dict[str, Any], notebook: Notebook, run_dir: Path) -> dict[str, Any]:

@@ -8,9 +8,10 @@ Every JSON file brainvlm writes goes through :func:`dumps`, so reruns give the s
 - NumPy scalars are written as the Python number they hold, paths as POSIX strings;
 - JSONL: one compact object per line (no spaces after separators); JSON files: indented.
 
-Readers accept one leading UTF-8 byte-order mark (spreadsheet programs write one) and drop it: the
-policy is the same for tables, JSON and JSONL. A line that is not a JSON object is an error naming the
-file and line.
+Readers are strict in the same way: ``NaN``/``Infinity`` and an object with a repeated key are errors
+(Python's ``json`` would accept the first and keep the last value of the second silently). They accept
+one leading UTF-8 byte-order mark (spreadsheet programs write one) and drop it: the policy is the same
+for tables, JSON and JSONL. A line that is not a JSON object is an error naming the file and line.
 """
 
 from __future__ import annotations
@@ -121,39 +122,133 @@ def append_jsonl(path: str | Path, rows: list[Any]) -> None:
 
 def read_text(path: str | Path) -> str:
     """A UTF-8 text file without its byte-order mark, if it has one."""
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise JsonError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
     return text[1:] if text.startswith(BOM) else text
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (numbers must be finite); write null, or fix what produced it")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"duplicate key(s) {repeated} in one object (JSON readers keep the last silently); "
+                         "keep one")
+    return dict(pairs)
+
+
+def loads(text: str) -> Any:
+    """Parse JSON strictly: ``NaN``/``Infinity`` and an object with a repeated key are errors.
+
+    Raises:
+        json.JSONDecodeError: invalid JSON.
+        ValueError: a non-finite number or a repeated key.
+    """
+    return json.loads(text, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc.msg} (column {exc.colno}); check it with `python -m brainvlm validate`"
+    return str(exc)
 
 
 def read_json(path: str | Path) -> Any:
     """One JSON document; an invalid file is an error naming the file, line and column."""
+    text = read_text(path)
     try:
-        return json.loads(read_text(path))
+        return loads(text)
     except json.JSONDecodeError as exc:
-        raise JsonError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno})") from None
+        raise JsonError(f"{path}:{exc.lineno}: {_message(exc)}") from None
+    except ValueError as exc:
+        raise JsonError(f"{path}: {exc}") from None
+
+
+def _scan_lines(text: str) -> tuple[list[tuple[int, Any]], list[tuple[int, str]]]:
+    records, problems = [], []
+    for number, line in enumerate(text.split("\n"), start=1):  # \n only: U+2028 may sit inside a string
+        if not line.strip():
+            continue
+        try:
+            records.append((number, loads(line)))
+        except ValueError as exc:
+            problems.append((number, _message(exc)))
+    return records, problems
 
 
 def read_jsonl_numbered(path: str | Path) -> list[tuple[int, dict]]:
-    """``(line number, object)`` for every non-blank line of a JSONL file (split on ``\\n`` only).
+    """``(line number, object)`` for every non-blank line of a JSONL file.
 
     Raises:
         JsonError: a line that is not valid JSON or not a JSON object, naming the file and line.
     """
-    out = []
-    for number, line in enumerate(read_text(path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise JsonError(f"{path}:{number}: invalid JSON ({exc.msg}, column {exc.colno}); "
-                            "check it with `python -m brainvlm validate`") from None
+    records, problems = _scan_lines(read_text(path))
+    if problems:
+        raise JsonError(f"{path}:{problems[0][0]}: {problems[0][1]}")
+    for number, record in records:
         if not isinstance(record, dict):
             raise JsonError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-        out.append((number, record))
-    return out
+    return records
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """Every object of a JSONL file (blank lines skipped)."""
     return [record for _, record in read_jsonl_numbered(path)]
+
+
+def scan_records(path: str | Path) -> tuple[list[tuple[int | None, Any]], list[tuple[int | None, str]]]:
+    """Every record of a samples file and every parse problem, as ``(line, record)`` and ``(line, message)``.
+
+    The one policy for sample files (validator, ``brainvlm evaluate``, training): JSONL (one object per
+    line), a JSON array (line ``None``: the item index names a record), or one pretty-printed object (the
+    files under ``data/<task>/samples/``). Numbers must be finite and keys unique in every layout.
+
+    Raises:
+        JsonError: a file that is not UTF-8.
+    """
+    text = read_text(path)
+    if text.lstrip().startswith("["):
+        try:
+            array = loads(text)
+        except json.JSONDecodeError as exc:
+            return [], [(exc.lineno, _message(exc))]
+        except ValueError as exc:
+            return [], [(None, str(exc))]
+        if not isinstance(array, list):
+            return [], [(None, "expected a JSON array of objects")]
+        return [(None, item) for item in array], []
+    single = _single_object(text)
+    if single is not None:
+        return [single], []
+    return _scan_lines(text)
+
+
+def read_records(path: str | Path) -> list[tuple[int | None, Any]]:
+    """``scan_records`` that stops at the first problem (a :class:`JsonError` naming the file and line)."""
+    records, problems = scan_records(path)
+    if problems:
+        line, message = problems[0]
+        raise JsonError(f"{path}:{line}: {message}" if line is not None else f"{path}: {message}")
+    return records
+
+
+def _single_object(text: str) -> tuple[int, dict] | None:
+    """``(first line, object)`` when the whole text is one JSON object spread over several lines."""
+    lines = text.strip().split("\n")
+    if len(lines) < 2 or not lines[0].lstrip().startswith("{"):
+        return None
+    try:
+        json.loads(lines[0])
+        return None  # a JSONL file whose first line is a complete sample
+    except ValueError:
+        pass
+    try:
+        value = loads(text)
+    except ValueError:
+        return None
+    return (len(text) - len(text.lstrip("\n")) + 1, value) if isinstance(value, dict) else None

@@ -12,6 +12,7 @@ for every key the params leave out. Files are written through :mod:`brainvlm.cor
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections.abc import Mapping
@@ -79,6 +80,7 @@ class TaskSpec:
     target_name: str | None = None  # {target_name}; default: target_col with spaces for underscores
     modality_name: str | None = None  # {modality_name}; default: MODALITY_NAMES[modality]
     domain: str = "brain"
+    valid_range: list[float] | None = None  # numerical: [lo, hi]; rows outside are counted exclusions
 
     def __post_init__(self) -> None:
         where = f"task '{self.name}'"
@@ -97,12 +99,24 @@ class TaskSpec:
             raise TaskError(f"{where}: same_class_fraction must be in [0, 1], got {self.same_class_fraction}")
         if self.labels is not None and not isinstance(self.labels, Mapping):
             raise TaskError(f"{where}: labels must map a canonical label to its raw values, got {self.labels!r}")
+        self._check_valid_range(where)
         self.prompts = dict(self.prompts or {})
         unknown = sorted(set(self.prompts) - set(PROMPT_KEYS))
         if unknown:
             raise TaskError(f"{where}: unknown prompt key(s) {unknown}; known: {list(PROMPT_KEYS)}")
         for key, template in self.templates.items():
             check_template(template, key, self.task_type, where)
+
+    def _check_valid_range(self, where: str) -> None:
+        if self.valid_range is None:
+            return
+        value = self.valid_range
+        numbers = (isinstance(value, (list, tuple)) and len(value) == 2
+                   and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+        if self.task_type != "numerical" or not numbers or not value[0] < value[1]:
+            raise TaskError(f"{where}: valid_range must be [lo, hi] with finite lo < hi, for a numerical task; "
+                            f"got {value!r} ({self.task_type})")
+        self.valid_range = [float(value[0]), float(value[1])]
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any]) -> TaskSpec:
@@ -176,7 +190,15 @@ def _joined(cohort: pd.DataFrame, assignment: pd.DataFrame, spec: TaskSpec) -> p
         if not np.isfinite(values).all():
             bad = sorted(table.loc[~np.isfinite(values), "subject"])[:10]
             raise TaskError(f"task '{spec.name}': non-numeric target for subject(s) {bad}")
-        table["target"] = np.round(values, spec.precision) + 0.0  # + 0.0 turns -0.0 into 0.0
+        with np.errstate(over="ignore"):
+            rounded = np.round(values, spec.precision) + 0.0  # + 0.0 turns -0.0 into 0.0
+        overflow = ~np.isfinite(rounded)
+        if overflow.any():
+            shown = [f"{s} ({v:g})" for s, v in zip(table.loc[overflow, "subject"], values[overflow])][:10]
+            raise TaskError(f"task '{spec.name}': target(s) {shown} are not finite at precision {spec.precision} "
+                            "(rounding overflows); a value this large is a code, not a measurement: set the task's "
+                            "valid_range to exclude it, or fix the table")
+        table["target"] = rounded
     else:
         table["target"] = table["target"].astype(str)
     return table.drop(columns="_merge").sort_values("subject", kind="stable").reset_index(drop=True)

@@ -55,20 +55,86 @@ def task_spec(entry: dict[str, Any], cohort_name: str) -> tuple[comparison.TaskS
     return comparison.TaskSpec.from_dict(entry), pattern
 
 
+def prepare_tasks(table: pd.DataFrame, entries: list[tuple[comparison.TaskSpec, str | None]], config: DataConfig,
+                  table_path: str | None = None) -> list[TaskData]:
+    """Every task of one cohort: its cohort and exclusions, ONE split shared by all tasks, and samples.
+
+    The subjects of all tasks are split once (``shared_split``), so a subject is in the same split and pool
+    in every task; a task whose target is missing for some subjects uses the shared split minus them.
+
+    Args:
+        entries: ``(spec, image_pattern)`` per task (``None``: ``config.image_pattern``).
+    """
+    built = []
+    for spec, pattern in entries:
+        pattern = pattern or config.image_pattern
+        task_cohort, excluded = cohort.build_cohort(
+            table, config.image_root, spec.target_col, spec.task_type, image_pattern=pattern, labels=spec.labels,
+            group_col=config.group_col or None, strict=config.strict, check_images=config.check_images,
+            table_path=table_path, modality=spec.modality, valid_range=spec.valid_range)
+        built.append((spec, pattern, task_cohort, excluded))
+    assignment = shared_split(built, config, table_path or table.attrs.get("path", "<table>"), len(table))
+    prepared = []
+    for spec, pattern, task_cohort, excluded in built:
+        own = assignment[assignment["subject"].isin(task_cohort["subject"])].reset_index(drop=True)
+        splits.assert_disjoint(own)
+        samples = comparison.build_samples(task_cohort, own, spec, seed=config.seed)
+        prepared.append(TaskData(spec, task_cohort, excluded, own, samples, image_pattern=pattern))
+    return prepared
+
+
 def prepare_task(table: pd.DataFrame, spec: comparison.TaskSpec, config: DataConfig, table_path: str | None = None,
                  image_pattern: str | None = None) -> TaskData:
-    """Build one task's cohort, subject-disjoint splits and canonical samples."""
-    pattern = image_pattern or config.image_pattern
-    built, excluded = cohort.build_cohort(
-        table, config.image_root, spec.target_col, spec.task_type, image_pattern=pattern, labels=spec.labels,
-        group_col=config.group_col or None, strict=config.strict, check_images=config.check_images,
-        table_path=table_path)
-    assignment = splits.split_subjects(built, fractions=tuple(config.split_fractions), seed=config.seed,
-                                       task_type=spec.task_type, n_bins=config.n_bins,
-                                       reference_fraction=config.reference_fraction)
-    splits.assert_disjoint(assignment)
-    samples = comparison.build_samples(built, assignment, spec, seed=config.seed)
-    return TaskData(spec, built, excluded, assignment, samples, image_pattern=pattern)
+    """One task alone (its split is the cohort's shared split when it is the only task)."""
+    return prepare_tasks(table, [(spec, image_pattern)], config, table_path)[0]
+
+
+def shared_split(built: list[tuple], config: DataConfig, where: str, n_rows: int) -> pd.DataFrame:
+    """One subject- and group-level split of the union of the tasks' subjects.
+
+    Stratified on the primary target, the first task's (its classes, or the quantile bins of a numerical
+    target); subjects the first task excluded form a stratum of their own.
+
+    Raises:
+        CohortError: too few subjects left, with the exclusion counts by reason and one example of each.
+    """
+    primary_spec, _, primary, _ = built[0]
+    frames = [c[["subject", "group"]] for _, _, c, _ in built]
+    union = pd.concat(frames, ignore_index=True).drop_duplicates("subject").sort_values("subject")
+    strata = _strata(primary, primary_spec.task_type, config.n_bins)
+    union = union.assign(target=[strata.get(s, "(not in the first task)") for s in union["subject"]])
+    try:
+        return splits.split_subjects(union.reset_index(drop=True), fractions=tuple(config.split_fractions),
+                                     seed=config.seed, task_type="categorical",
+                                     reference_fraction=config.reference_fraction)
+    except splits.SplitError as err:
+        names = [spec.name for spec, _, _, _ in built]
+        raise cohort.CohortError(f"{where}: task(s) {names}: {err}. {exclusion_report(built, n_rows)}") from err
+
+
+def _strata(task_cohort: pd.DataFrame, task_type: str, n_bins: int) -> dict[str, str]:
+    """Subject -> stratum label of the primary target: its class, or its quantile bin."""
+    if task_type == "categorical" or task_cohort.empty:
+        return dict(zip(task_cohort["subject"], task_cohort["target"].astype(str)))
+    bins = pd.qcut(task_cohort["target"].astype(float).rank(method="first"), q=min(n_bins, len(task_cohort)),
+                   labels=False)
+    return {subject: f"bin {int(b)}" for subject, b in zip(task_cohort["subject"], bins)}
+
+
+def exclusion_report(built: list[tuple], n_rows: int) -> str:
+    """The exclusions of each task by reason, with one example row per reason (for an error message)."""
+    parts = []
+    for spec, _, task_cohort, excluded in built:
+        if excluded.empty:
+            parts.append(f"task '{spec.name}': {len(task_cohort)} of {n_rows} rows kept, none excluded")
+            continue
+        reasons = []
+        for reason, rows in excluded.groupby("reason", sort=True):
+            first = rows.iloc[0]
+            reasons.append(f"{reason}: {len(rows)} (e.g. line {first['row']}, {first['subject']}: {first['detail']})")
+        parts.append(f"task '{spec.name}': {len(task_cohort)} of {n_rows} rows kept; excluded: " + "; ".join(reasons))
+    return ". ".join(parts) + (". Check image_root and image_pattern (missing_image), the target column and "
+                               "labels, and check_images")
 
 
 def write_task(data: TaskData, data_dir: Path, n_examples: int = 10) -> dict[str, str]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from brainvlm.data.image_paths import leaves_root
+
 SPLITS = ("train", "val", "test")
 TASK_KINDS = ("comparison_categorical", "comparison_numerical", "classification", "vqa", "report", "caption",
               "concepts")
@@ -215,6 +217,9 @@ def _check_text(part: dict, where: str, issues: _Issues) -> None:
         issues.add(f"{where}.text", "required field missing" if "text" not in part
                    else f"text must be a non-empty string, got {_kind(text)}")
         return
+    if not text.strip():
+        issues.add(f"{where}.text", f"text is only whitespace ({text!r}); write the text or drop the part")
+        return
     for token in sorted(set(IMAGE_TOKEN.findall(text))):
         if token == "<image>":
             issues.add(f"{where}.text", "literal '<image>' in text: images are parts "
@@ -245,7 +250,7 @@ def _check_image_file(path: str, where: str, issues: _Issues, image_root: Path) 
     full = image_root / path
     if not full.exists():
         issues.add(where, f"image not found under the image root: '{path}'")
-    elif not full.resolve().is_relative_to(image_root.resolve()):
+    elif leaves_root(image_root, path):
         issues.add(where, f"image path '{path}' resolves outside the image root (through a symlink)")
 
 

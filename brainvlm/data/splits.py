@@ -212,6 +212,23 @@ def audit_splits(assignment: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["check", "passed", "detail"])
 
 
+def audit_across_tasks(assignments: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The audit over all tasks of a cohort: a subject (or group) has one split and one pool in every task.
+
+    Returns:
+        ``check``, ``passed``, ``detail`` rows, like :func:`audit_splits`.
+    """
+    if not assignments:
+        return pd.DataFrame(columns=["check", "passed", "detail"])
+    rows = pd.concat([a.assign(task=name) for name, a in assignments.items()], ignore_index=True)
+    a = rows.astype({"subject": str, "group": str, "split": str, "pool": str})
+    checks = [("across tasks: no subject in two splits", _crossing(a, "subject", [], "split"), "subjects: "),
+              ("across tasks: no group in two splits", _crossing(a, "group", [], "split"), "groups: "),
+              ("across tasks: no subject in both pools", _crossing(a, "subject", ["split"], "pool"), "subjects: ")]
+    return pd.DataFrame([{"check": name, "passed": not bad, "detail": prefix + _listed(bad) if bad else "none"}
+                         for name, bad, prefix in checks], columns=["check", "passed", "detail"])
+
+
 def assert_disjoint(assignment: pd.DataFrame) -> None:
     """Raise :class:`SplitError` naming the offending subjects if any audit check fails."""
     audit = audit_splits(assignment)

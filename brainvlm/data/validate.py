@@ -6,13 +6,14 @@ file, and a file named for a split (``train.jsonl``, ``..._val.jsonl``) holds on
 
 from __future__ import annotations
 
-import json
+import unicodedata
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from brainvlm.core.jsonio import JsonError, scan_records
 from brainvlm.data.schema import ISSUE_COLUMNS, SPLITS, ValidationIssue, validate_sample
 
 
@@ -28,47 +29,13 @@ def split_from_name(path: str | Path) -> str | None:
 def _records(path: Path) -> tuple[list[tuple[int | None, Any]], list[ValidationIssue]]:
     """Parsed samples with their line (None inside a JSON array file) and the parse problems."""
     name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.is_file():
         return [], [ValidationIssue(name, None, None, "$", "file not found")]
-    except UnicodeDecodeError as exc:
-        return [], [ValidationIssue(name, None, None, "$", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
-    if text.lstrip().startswith("["):
-        try:
-            array = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return [], [ValidationIssue(name, exc.lineno, None, "$", f"invalid JSON: {exc.msg} (column {exc.colno})")]
-        return [(None, item) for item in array], []
-    single = _single_object(text)
-    if single is not None:  # one pretty-printed sample (the files under samples/)
-        return [single], []
-    records, problems = [], []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append((number, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            problems.append(ValidationIssue(name, number, None, "$", f"invalid JSON: {exc.msg} (column {exc.colno})"))
-    return records, problems
-
-
-def _single_object(text: str) -> tuple[int, dict] | None:
-    """``(first line, object)`` when the whole text is one JSON object spread over several lines."""
-    lines = text.strip().split("\n")
-    if len(lines) < 2 or not lines[0].lstrip().startswith("{"):
-        return None
     try:
-        json.loads(lines[0])
-        return None  # a JSONL file whose first line is a complete sample
-    except json.JSONDecodeError:
-        pass
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    return (len(text) - len(text.lstrip("\n")) + 1, value) if isinstance(value, dict) else None
+        records, problems = scan_records(path)
+    except JsonError as exc:
+        return [], [ValidationIssue(name, None, None, "$", str(exc).removeprefix(f"{path}: "))]
+    return records, [ValidationIssue(name, line, None, "$", message) for line, message in problems]
 
 
 def validate_counted(path: str | Path, image_root: str | Path | None,
@@ -79,18 +46,22 @@ def validate_counted(path: str | Path, image_root: str | Path | None,
     if not records and not issues:
         issues.append(ValidationIssue(str(path), None, None, "$", "no samples in the file"))
     expected = split_from_name(path)
-    first_line: dict[str, int | str] = {}
+    first_line: dict[str, tuple[str, str]] = {}  # NFC-normalised id -> (id as written, where)
     for index, (line, sample) in enumerate(records):
         found = validate_sample(sample, image_root if check_images else None, expected_split=expected)
         issues.extend(replace(issue, file=str(path), line=line) for issue in found)
         sample_id = sample.get("id") if isinstance(sample, dict) else None
         if not isinstance(sample_id, str):
             continue
-        if sample_id in first_line:
+        key = unicodedata.normalize("NFC", sample_id)
+        if key in first_line:
+            seen_id, seen_at = first_line[key]
+            same = ("" if seen_id == sample_id
+                    else f" ({seen_id!r} and {sample_id!r} are equal after Unicode NFC normalisation)")
             issues.append(ValidationIssue(str(path), line, sample_id, "$.id",
-                                          f"duplicate id, first seen at {first_line[sample_id]}"))
+                                          f"duplicate id, first seen at {seen_at}{same}"))
         else:
-            first_line[sample_id] = f"line {line}" if line is not None else f"item {index}"
+            first_line[key] = (sample_id, f"line {line}" if line is not None else f"item {index}")
     issues.sort(key=lambda i: (i.line if i.line is not None else 0))
     return issues, len(records)
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -45,25 +46,74 @@ def check_modality(modality: str, path: Path) -> None:
         raise ValueError(f"{path}: unknown modality {modality!r}; use one of {MODALITIES}")
 
 
+class VolumeError(ValueError):
+    """A volume brainvlm will not use; ``reason`` is its exclusion code, the message names the file and why.
+
+    Policy (docs/sample_format.md, "Volumes"): a file that cannot be read to its last voxel, has the wrong
+    number of dimensions for its modality, holds NaN or infinite voxels, or is constant (every voxel
+    equal: an empty or blank scan) is an error wherever it is loaded. The cohort check
+    ``check_images: readable`` finds the same problems up front and excludes those subjects, counted by
+    reason in notebook 01. A black image is never shown to a model in its place.
+    """
+
+    def __init__(self, path: Path | str, reason: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path, self.reason = Path(path), reason
+
+
+READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError,
+               nib.spatialimages.HeaderDataError)  # what a truncated, foreign or broken file raises
+
+
 def load_volume(path: str | Path, modality: str = "sMRI", fmri_reduce: str = "mean") -> np.ndarray:
-    """Load a NIfTI file as a float32 3D array in RAS orientation.
+    """Load a NIfTI file as a float32 3D array in RAS orientation, every voxel read and checked.
 
     Trailing length-1 dimensions are dropped. A 4D fMRI series is reduced with ``fmri_reduce``
     (``mean`` or a volume index as a string); a 4D sMRI or dMRI file is an error.
+
+    Raises:
+        VolumeError: unreadable (truncated, not NIfTI), wrong dimensions, non-finite or constant voxels.
     """
     path = Path(path)
     check_file(path, NIFTI_SUFFIXES)
     check_modality(modality, path)
-    image = nib.as_closest_canonical(nib.load(path))
-    shape = tuple(image.shape)
+    try:
+        image = nib.as_closest_canonical(nib.load(path))
+        shape = tuple(image.shape)
+    except READ_ERRORS as err:
+        raise VolumeError(path, "unreadable_image", f"nibabel cannot read it ({type(err).__name__}: {err}); "
+                                                    "it is not a NIfTI file or its header is broken") from err
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
-    if len(shape) == 3:
-        return np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
-    if len(shape) == 4 and modality == "fMRI":
-        return _reduce_series(image, shape, str(fmri_reduce), path)
-    raise ValueError(f"{path}: shape {shape} is not a 3D volume; only fMRI may be 4D (reduced with "
-                     f"fmri_reduce), so pick one volume or use modality='fMRI'")
+    if len(shape) != 3 and not (len(shape) == 4 and modality == "fMRI"):
+        raise VolumeError(path, "wrong_dimensions", f"shape {shape} is not a 3D volume; only fMRI may be 4D "
+                                                    "(reduced with fmri_reduce), so pick one volume or use modality='fMRI'")
+    try:
+        if len(shape) == 3:
+            volume = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
+        else:
+            volume = _reduce_series(image, shape, str(fmri_reduce), path)
+    except READ_ERRORS as err:
+        if isinstance(err, VolumeError):
+            raise
+        raise VolumeError(path, "unreadable_image", f"the voxels cannot be read ({type(err).__name__}: {err}); "
+                                                    "the file is truncated or corrupt: copy or export it again") from err
+    check_voxels(volume, path)
+    return volume
+
+
+def check_voxels(volume: np.ndarray, path: Path | str) -> None:
+    """Refuse non-finite and constant volumes (see :class:`VolumeError`)."""
+    finite = np.isfinite(volume)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise VolumeError(path, "non_finite_voxels", f"{bad} of {volume.size} voxels are NaN or infinite; "
+                                                     "brainvlm does not invent values for them: fix the file "
+                                                     "(e.g. set them to 0 with fslmaths -nan) or exclude the subject")
+    low, high = float(volume.min()), float(volume.max())
+    if low == high:
+        raise VolumeError(path, "constant_image", f"every voxel is {low:g}: an empty or blank scan, which would "
+                                                  "be shown as a black image; exclude the subject or fix the file")
 
 
 def _reduce_series(image: nib.spatialimages.SpatialImage, shape: tuple, how: str, path: Path) -> np.ndarray:
@@ -73,8 +123,8 @@ def _reduce_series(image: nib.spatialimages.SpatialImage, shape: tuple, how: str
         data = np.asarray(series, dtype=np.float32).reshape(shape)
         return data.mean(axis=3, dtype=np.float64).astype(np.float32)
     if not how.isdigit() or int(how) >= shape[3]:
-        raise ValueError(f"{path}: fmri_reduce={how!r} but the series has {shape[3]} volumes "
-                         f"(use 'mean' or an index 0..{shape[3] - 1})")
+        raise VolumeError(path, "wrong_dimensions", f"fmri_reduce={how!r} but the series has {shape[3]} volumes "
+                                                    f"(use 'mean' or an index 0..{shape[3] - 1})")
     return np.asarray(series[..., int(how)], dtype=np.float32).reshape(shape[:3])
 
 

@@ -100,6 +100,27 @@ def parse_label(text: str | None, synonyms: Mapping[str, Sequence[str]]) -> str 
     return _resolve(find_labels(text, synonyms), text)
 
 
+_YES_NO_WORD = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+_LEADING_YES_NO = re.compile(r"^[\W_]*(yes|no)\b", re.IGNORECASE)
+
+
+def parse_yes_no(text: str | None) -> str | None:
+    """``"yes"``/``"no"`` from a closed-question answer, or ``None`` when it cannot be read.
+
+    The leading word decides when it is yes or no ("Yes, this is a normal image ... with no visible
+    abnormalities." is yes); otherwise the answer must contain exactly one of the two words ("There is no
+    evidence of fracture." is no). An answer with both and neither leading ("Choose one of: 1. Yes ...
+    2. No ...") is unparseable and counted so, never guessed.
+    """
+    if not text:
+        return None
+    leading = _LEADING_YES_NO.match(text)
+    if leading:
+        return leading.group(1).lower()
+    found = {word.lower() for word in _YES_NO_WORD.findall(text)}
+    return found.pop() if len(found) == 1 else None
+
+
 def find_numbers(text: str) -> list[tuple[int, float]]:
     """Every finite number in ``text`` as ``(position, value)``.
 

@@ -10,6 +10,7 @@ bootstrap intervals that resample subjects (or images). It writes them as sorted
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainvlm.core.jsonio import read_jsonl_numbered, write_json
+from brainvlm.core.jsonio import read_jsonl_numbered, read_records, write_json
 from brainvlm.eval import bootstrap, scoring
 from brainvlm.eval import metrics as metric_lib
 from brainvlm.eval.textmetrics import METRIC_NAMES as TEXT_METRICS
 from brainvlm.eval.textmetrics import TextCorpus, TextScorer
+
+MAX_LISTED = 10  # ids an error or the metrics file lists
 
 
 @dataclass
@@ -40,19 +43,30 @@ class EvalOptions:
 
 
 def load_samples(path: str | Path) -> list[dict]:
-    """Canonical samples of a JSONL file; ids must be unique non-empty strings."""
-    seen: dict[str, int] = {}
+    """Canonical samples of a samples file (JSONL, JSON array or one object: ``jsonio.read_records``).
+
+    Ids must be unique non-empty strings (after Unicode NFC normalisation) and the task known.
+    """
+    records = read_records(path)
+    if not records:
+        raise ValueError(f"{path}: no samples in the file")
+    seen: dict[str, str] = {}
     samples = []
-    for number, sample in read_jsonl_numbered(path):
+    for index, (number, sample) in enumerate(records):
+        where = f"{path}:{number}" if number is not None else f"{path} item [{index}]"
+        if not isinstance(sample, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(sample).__name__}")
         sample_id = sample.get("id")
         if not isinstance(sample_id, str) or not sample_id:
-            raise ValueError(f"{path}:{number}: $.id must be a non-empty string, got {sample_id!r}")
-        if sample_id in seen:
-            raise ValueError(f"{path}: sample id {sample_id!r} appears on lines {seen[sample_id]} and {number}")
+            raise ValueError(f"{where}: $.id must be a non-empty string, got {sample_id!r}")
+        key = unicodedata.normalize("NFC", sample_id)
+        if key in seen:
+            raise ValueError(f"{path}: sample id {sample_id!r} at {where.removeprefix(str(path)).lstrip(':')} "
+                             f"repeats the id at {seen[key]} (compared after Unicode NFC normalisation)")
         if sample.get("task") not in scoring.HEADLINE:
-            raise ValueError(f"{path}:{number} [{sample_id}] $.task: unknown task {sample.get('task')!r}; "
+            raise ValueError(f"{where} [{sample_id}] $.task: unknown task {sample.get('task')!r}; "
                              f"expected one of {sorted(scoring.HEADLINE)}")
-        seen[sample_id] = number
+        seen[key] = where.removeprefix(str(path)).lstrip(":") or "line 1"
         samples.append(sample)
     return samples
 
@@ -72,6 +86,49 @@ def load_predictions(path: str | Path) -> dict[str, str]:
         seen[sample_id] = number
         predictions[sample_id] = text
     return predictions
+
+
+def _near_miss(prediction_id: str, by_key: dict[str, str]) -> str:
+    """How an unmatched id relates to a sample id that differs only in case or Unicode normalisation."""
+    for fold, how in ((lambda i: unicodedata.normalize("NFC", i), "Unicode normalisation"),
+                      (lambda i: unicodedata.normalize("NFC", i).casefold(), "case")):
+        match = by_key.get(fold(prediction_id) + "\0" + how)
+        if match is not None:
+            return f"{prediction_id!r} (differs from sample id {match!r} only in {how})"
+    return repr(prediction_id)
+
+
+def match_ids(samples: list[dict], predictions: dict[str, str], partial: bool,
+              samples_path: str | Path = "samples", predictions_path: str | Path = "predictions") -> dict[str, Any]:
+    """Check that predictions and samples pair up; return what does not (listed, never silently dropped).
+
+    Returns:
+        ``unmatched_prediction_ids`` (first ten, with near misses explained), ``n_extra_predictions``,
+        ``missing_prediction_ids`` (first ten) and ``n_missing_predictions``.
+
+    Raises:
+        ValueError: an empty predictions file; a sample without a prediction unless ``partial``.
+    """
+    if not predictions:
+        raise ValueError(f"{predictions_path}: no predictions in the file; generate them first "
+                         "(python -m brainvlm predict) or check the path")
+    ids = [s["id"] for s in samples]
+    by_key = {}
+    for sample_id in ids:
+        by_key[unicodedata.normalize("NFC", sample_id) + "\0Unicode normalisation"] = sample_id
+        by_key[unicodedata.normalize("NFC", sample_id).casefold() + "\0case"] = sample_id
+    known = set(ids)
+    extra = [i for i in predictions if i not in known]
+    missing = [i for i in ids if i not in predictions]
+    if missing and not partial:
+        raise ValueError(f"{len(missing)} of {len(ids)} samples of {samples_path} have no prediction in "
+                         f"{predictions_path}: {missing[:MAX_LISTED]}{' ...' if len(missing) > MAX_LISTED else ''}"
+                         f"; {len(extra)} prediction ids match no sample: "
+                         f"{[_near_miss(i, by_key) for i in extra[:MAX_LISTED]]}. Score a partial run with "
+                         "--partial (missing answers count as wrong)")
+    return {"unmatched_prediction_ids": [_near_miss(i, by_key) for i in extra[:MAX_LISTED]],
+            "n_extra_predictions": len(extra), "missing_prediction_ids": missing[:MAX_LISTED],
+            "n_missing_predictions": len(missing)}
 
 
 def _clean(value: Any) -> Any:
@@ -137,6 +194,9 @@ def _evaluate_task(part: pd.DataFrame, samples: dict[str, dict], task: str, conf
     with TextScorer(options.tokenize, meteor=meteor, progress=options.progress) if text else _NoScorer() as scorer:
         evaluation = _TaskEvaluation(part, samples, task, config, scorer if text else None)
         result = _keep(evaluation.measure(part), wanted)
+        undefined = _undefined(result, part, task, config)
+        if undefined:
+            result["undefined"] = undefined
         unit = options.unit or scoring.bootstrap_unit(part)
         result["ci"] = evaluation.intervals(options, unit)
         result["bootstrap_unit"] = unit or "row"
@@ -149,6 +209,20 @@ def _evaluate_task(part: pd.DataFrame, samples: dict[str, dict], task: str, conf
     if task in scoring.LABEL_TASKS:
         result["confusion_matrix"] = scoring.label_confusion(part, config).to_dict(orient="index")
     return result
+
+
+def _undefined(result: dict, part: pd.DataFrame, task: str, config: scoring.ScoreConfig) -> dict[str, str]:
+    """Metric -> why it is undefined (written as null beside it), for every NaN metric of a task."""
+    reasons = {}
+    for name, value in result.items():
+        if not (isinstance(value, float) and math.isnan(value)):
+            continue
+        if name in ("pearson_r", "spearman_rho") and task in scoring.NUMERIC_TASKS:
+            predicted = part["parsed"].astype(float).fillna(config.fallback if config.fallback is not None else math.nan)
+            reasons[name] = metric_lib.correlation_undefined(predicted, part["target"].astype(float)) or "undefined"
+        else:
+            reasons[name] = f"undefined: no samples of {task} this metric applies to"
+    return reasons
 
 
 class _NoScorer:
@@ -181,7 +255,7 @@ def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metri
                    group_by: str | Sequence[str] | None = None, tokenize: str = "ptb", *,
                    fallback: float | None = None, uncertain: str = "ones", concept_names: dict | None = None,
                    n_boot: int = 1000, n_boot_text: int = 200, seed: int = 0, unit: str | None = None,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, partial: bool = False) -> dict:
     """Score ``predictions_path`` against ``samples_path`` and (optionally) write the result to ``out``.
 
     Args:
@@ -194,14 +268,18 @@ def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metri
         uncertain: CheXpert uncertain mentions as positive (``"ones"``) or negative (``"zeros"``).
         n_boot, n_boot_text: bootstrap replicates for the headline and the text metrics (0 = none).
         unit: resampling unit column (default ``query_subject``, else the query ``image``, else rows).
+        partial: score a partial run: samples without a prediction count as wrong (by default they are
+            an error). Prediction ids that match no sample are listed in either case.
 
     Returns:
         Metrics under their usual names (``accuracy``, ``mae``, ``Bleu_4``, ``closed_accuracy``, ...),
         the counts ``n_samples``, ``n_predictions``, ``n_missing_predictions``, ``n_unparseable``,
-        ``n_extra_predictions``, and ``ci`` / ``by_group`` / ``confusion_matrix`` where they apply. With
+        ``n_extra_predictions`` with the ids (first ten) in ``missing_prediction_ids`` and
+        ``unmatched_prediction_ids``, the metrics left undefined with their reasons under ``undefined``, and ``ci`` / ``by_group`` / ``confusion_matrix`` where they apply. With
         several tasks in one file each task's metrics sit under ``tasks.<task>``. NaN is written as null.
     """
     samples, predictions = load_samples(samples_path), load_predictions(predictions_path)
+    matched = match_ids(samples, predictions, partial, samples_path, predictions_path)
     tasks = sorted({s["task"] for s in samples})
     wanted = None if metrics is None else tuple(metrics)
     _check_metric_names(tasks, wanted)
@@ -212,14 +290,11 @@ def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metri
     options = EvalOptions(wanted, groups, tokenize, n_boot, n_boot_text, seed, unit, progress)
     by_id = {s["id"]: s for s in samples}
     per_task = {task: _evaluate_task(table[table["task"] == task], by_id, task, config, options) for task in tasks}
-    sample_ids = set(by_id)
     result: dict[str, Any] = per_task[tasks[0]] if len(tasks) == 1 else {"tasks": per_task}
     result.update(
         n_samples=len(samples), n_predictions=len(predictions),
-        n_missing_predictions=int(table["missing"].sum()),
         n_unparseable=int((~table["parse_ok"].astype(bool)).sum()),
-        n_extra_predictions=sum(1 for i in predictions if i not in sample_ids),
-        tokenize=tokenize, seed=seed)
+        tokenize=tokenize, seed=seed, partial=partial, **matched)
     if config.fallback is not None:
         result.update(numeric_fallback=config.fallback, numeric_fallback_source=fallback_source)
     result = _clean(result)

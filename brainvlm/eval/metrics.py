@@ -90,6 +90,18 @@ def pearson_r(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.dot(dx, dy) / denominator) if denominator > 0 else math.nan
 
 
+def correlation_undefined(predicted: Sequence[float], true: Sequence[float]) -> str | None:
+    """Why a correlation of ``predicted`` with ``true`` is undefined, or ``None`` when it is defined."""
+    predicted, true = np.asarray(predicted, dtype=float), np.asarray(true, dtype=float)
+    if len(predicted) < 2:
+        return f"undefined: {len(predicted)} sample(s), a correlation needs two"
+    if np.ptp(predicted) == 0:
+        return f"undefined: every prediction is {predicted[0]:g} (constant)"
+    if np.ptp(true) == 0:
+        return f"undefined: every target is {true[0]:g} (constant)"
+    return None
+
+
 def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman correlation: Pearson correlation of average ranks."""
     return pearson_r(_ranks(np.asarray(x, dtype=float)), _ranks(np.asarray(y, dtype=float)))

@@ -107,10 +107,16 @@ def label_target(sample: dict, synonyms: Mapping[str, Sequence[str]]) -> str:
 def number_target(sample: dict) -> float:
     """The reference number: ``metadata.target``, else the number stated in the reference text."""
     raw = sample.get("metadata", {}).get("target")
-    value = answers.parse_number(reference_text(sample)) if raw is None else float(raw)
+    try:
+        value = answers.parse_number(reference_text(sample)) if raw is None else float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"sample {sample.get('id')!r}: $.metadata.target {raw!r} is not a number") from None
     if value is None:
         raise ValueError(f"sample {sample.get('id')!r}: no metadata.target and no single number in the reference "
                          f"answer {reference_text(sample)!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"sample {sample.get('id')!r}: $.metadata.target is {raw!r}, not a finite number; fix "
+                         "the samples file (brainvlm validate reports every such target)")
     return value
 
 
@@ -136,7 +142,11 @@ def _score_row(sample: dict, prediction: str, task: str, config: ScoreConfig, sy
         answer_type = sample.get("metadata", {}).get("answer_type")
         if answer_type is None:
             raise ValueError(f"sample {sample.get('id')!r}: vqa samples need $.metadata.answer_type (CLOSED or OPEN)")
-        return {"target": reference, **vqametrics.vqa_sample_scores(reference, prediction, answer_type)}
+        try:
+            scores = vqametrics.vqa_sample_scores(reference, prediction, answer_type)
+        except ValueError as exc:
+            raise ValueError(f"sample {sample.get('id')!r}: $.metadata.answer_type: {exc}") from None
+        return {"target": reference, **scores}
     if task == "concepts":
         target = answers.parse_concepts(reference, config.concept_names)
         if target is None:

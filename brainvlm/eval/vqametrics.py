@@ -5,7 +5,7 @@ inside a number is kept), the articles a/an/the dropped, number words zero..ten 
 
 | metric | questions | definition |
 | --- | --- | --- |
-| closed_accuracy | CLOSED | reference yes/no: the yes/no parsed from the free-text answer (word boundaries, ``answers.parse_label``) equals it; other references: normalised exact match. Unparseable or missing = wrong |
+| closed_accuracy | CLOSED | reference yes/no: the yes/no read from the free-text answer (``answers.parse_yes_no``: the leading yes/no word, else the only one of the two) equals it; other references: normalised exact match. Unparseable or missing = wrong |
 | closed_accuracy_llava_med_script | CLOSED | the figure LLaVA-Med's ``llava/eval/run_eval.py`` prints as "yes/no accuracy" (see ``llava_med_script_closed_hit``); it skips questions, so it is not an accuracy |
 | open_recall | OPEN | share of the reference's normalised tokens found in the answer (clipped counts), the "open" figure of LLaVA-Med's tables |
 | open_exact_match, exact_match | OPEN, all | normalised answer equals normalised reference |
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from brainvlm.eval.answers import parse_label
+from brainvlm.eval.answers import parse_yes_no
 
 YES_NO = {"yes": ["yes"], "no": ["no"]}
 _NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
@@ -54,12 +54,12 @@ def token_scores(reference: str | None, prediction: str | None) -> dict[str, flo
 def closed_correct(reference: str | None, prediction: str | None) -> tuple[bool, bool]:
     """Whether a closed answer is right, and whether it was parseable.
 
-    Yes/no references are compared with the yes/no stated in the answer (``"No, there is no
-    fracture."`` reads as no); other references need a normalised exact match.
+    Yes/no references are compared with the yes/no the answer states (``answers.parse_yes_no``: the
+    leading word, else the only one of the two in the answer); other references need a normalised exact match.
     """
     ref = normalize_answer(reference)
     if ref in YES_NO:
-        stated = parse_label(prediction, YES_NO)
+        stated = parse_yes_no(prediction)
         return stated == ref, stated is not None
     pred = normalize_answer(prediction)
     return pred == ref, bool(pred)

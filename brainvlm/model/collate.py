@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from brainvlm.data.image_paths import leaves_root
 from brainvlm.model.templates import require_assistant_tokens
 
 if TYPE_CHECKING:
@@ -85,8 +86,8 @@ def image_token_id(processor: Any) -> int:
 def _image_file(sample_id: str, part: dict, where: str, root: Path) -> Path:
     if not part.get("image_path"):
         raise ValueError(f"sample {sample_id}: {where} is an image part without 'image_path'")
-    path = (root / part["image_path"]).resolve()
-    if path != root and root not in path.parents:
+    path = root / part["image_path"]
+    if leaves_root(root, part["image_path"]):
         raise ValueError(f"sample {sample_id}: {where}.image_path {part['image_path']!r} leaves the image root; "
                          "image paths must be relative to CollateConfig.image_root")
     if not path.is_file():
@@ -110,14 +111,14 @@ def to_hf_conversation(sample: dict, config: CollateConfig, image_cache: Any = N
     for t, turn in enumerate(sample.get("conversations", [])):
         parts = []
         for p, part in enumerate(content_parts(turn)):
-            where = f"conversations[{t}].content[{p}]"
+            where = f"$.conversations[{t}].content[{p}]"
             if part.get("type") == "image":
                 path = _image_file(sample_id, part, where, root)
                 try:
                     image = load_image(path, part.get("modality", "sMRI"), config.view, image_cache)
-                except (OSError, ValueError) as error:
-                    raise ValueError(f"sample {sample_id}: {where}: cannot load {part['image_path']!r}: "
-                                     f"{error}") from error
+                except (OSError, EOFError, ValueError) as error:  # VolumeError is a ValueError
+                    raise ValueError(f"sample {sample_id}: {where}.image_path: cannot load "
+                                     f"{part['image_path']!r}: {error}") from error
                 parts.append({"type": "image", "image": image})
             else:
                 parts.append({"type": "text", "text": part.get("text", "")})

@@ -110,9 +110,20 @@ def write_mean_image(samples: list[dict], image_root: Path, view) -> str:
     from brainvlm.data.volume_cache import VolumeCache
 
     cache = VolumeCache()
-    queries = sorted({image_parts(s)[-1]["image_path"]: image_parts(s)[-1].get("modality", "sMRI")
-                      for s in samples}.items())
-    views = [load_view(Path(image_root) / path, modality, view, cache).astype(np.float64) for path, modality in queries]
+    queries: dict[str, tuple[str, str]] = {}  # image path -> (modality, where: the first sample showing it)
+    for sample in samples:
+        parts = [(t, p) for t, turn in enumerate(sample["conversations"]) for p, part in enumerate(turn["content"])
+                 if part["type"] == "image"]
+        t, p = parts[-1]
+        part = sample["conversations"][t]["content"][p]
+        queries.setdefault(part["image_path"], (part.get("modality", "sMRI"),
+                                                f"sample {sample['id']}: $.conversations[{t}].content[{p}].image_path"))
+    views = []
+    for path, (modality, where) in sorted(queries.items()):
+        try:
+            views.append(load_view(Path(image_root) / path, modality, view, cache).astype(np.float64))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{where}: cannot load {path!r} for the mean image: {error}") from error
     path = Path(image_root) / MEAN_IMAGE
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.mean(views, axis=0).round().astype(np.uint8)).save(path)

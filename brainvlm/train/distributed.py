@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -245,37 +244,8 @@ class Stepper:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def save(self, folder: Path) -> None:
-        """Write optimizer and scheduler state into ``folder`` (call on every rank; it must exist)."""
-        if self.engine is not None:
-            self.engine.save_checkpoint(str(folder / "deepspeed"), tag="state")
-            return
-        optimizer = self.optimizer.state_dict() if not is_sharded(self.model) else _full_optimizer_state(
-            self.model, self.optimizer)
-        if world()[0] == 0:
-            torch.save(optimizer, folder / "optimizer.pt")
-            torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
 
-    def load(self, folder: Path) -> None:
-        """Restore what ``save`` wrote."""
-        if self.engine is not None:
-            path, _ = self.engine.load_checkpoint(str(folder / "deepspeed"), tag="state")
-            if path is None:
-                raise FileNotFoundError(f"{folder / 'deepspeed'}: no DeepSpeed state to resume from")
-            return
-        sharded = is_sharded(self.model)
-        state = torch.load(folder / "optimizer.pt", weights_only=False) if world()[0] == 0 or not sharded else {}
-        if sharded:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-            set_optimizer_state_dict(self.model, self.optimizer, state, options=StateDictOptions(
-                full_state_dict=True, broadcast_from_rank0=True))
-        else:
-            self.optimizer.load_state_dict(state)
-        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
-
-
-def _full_optimizer_state(model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def full_optimizer_state(model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     reshard(model)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 

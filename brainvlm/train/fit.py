@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -19,20 +18,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from brainvlm.core.jsonio import read_json, write_json
+from brainvlm.core.jsonio import read_json
 from brainvlm.train.batching import batch_plan, global_batch_size, sample_lengths, stage_steps, step_indices
+from brainvlm.train.checkpoints import (
+    RNG,
+    STATE,
+    TRAINABLE,
+    latest_checkpoint,
+    load_optimizer,
+    load_rng,
+    load_trainable,
+    prune_checkpoints,
+    save_adapter,
+    save_checkpoint,
+    set_rng_state,
+)
 from brainvlm.train.config import Stage, TrainConfig
 from brainvlm.train.distributed import (
     Sharding,
     Stepper,
     all_reduce_sum,
     barrier,
-    gather_trainable,
     is_sharded,
     rank_slices,
     shard_model,
@@ -84,16 +94,6 @@ def autocast(precision: str, device: torch.device):
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
 
 
 class TrainingInterrupted(RuntimeError):
@@ -149,66 +149,6 @@ def evaluate_loss(model, collator, samples: list[dict], batch_size: int, precisi
     return total / tokens if tokens else float("nan")
 
 
-def save_checkpoint(folder: Path, model, stepper: Stepper, state: dict[str, Any]) -> None:
-    """Write a resumable checkpoint atomically (a temp folder renamed into place); every rank takes part."""
-    rank = world()[0]
-    tmp = folder.with_name(folder.name + ".tmp")
-    if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    barrier()
-    trainable = gather_trainable(model)
-    stepper.save(tmp)
-    if rank == 0:
-        torch.save(trainable, tmp / "trainable.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
-        write_json(state, tmp / "state.json", indent=1)
-    barrier()
-    if rank == 0:
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-    barrier()
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The checkpoint with the highest step under ``checkpoints/``."""
-    found = [p for p in (Path(output_dir) / "checkpoints").glob("step-*") if (p / "state.json").is_file()]
-    return max(found, key=lambda p: int(p.name.split("-")[1])) if found else None
-
-
-def prune_checkpoints(output_dir: Path, keep: int) -> None:
-    if world()[0] != 0 or keep <= 0:
-        return
-    found = sorted((Path(output_dir) / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    for old in found[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def load_trainable(model, path: Path) -> None:
-    """Load a ``trainable.pt`` state into the model's trainable parameters."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    params = dict(model.named_parameters())
-    missing = [n for n in state if n not in params]
-    if missing:
-        raise KeyError(f"{path}: {len(missing)} parameters not in the model, e.g. {missing[:3]}")
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value)
-
-
-def save_adapter(model, folder: Path) -> None:
-    """Save the adapter (PEFT format) plus every trainable tensor; every rank takes part, rank 0 writes."""
-    from brainvlm.model.lora import save_adapter as save_peft_adapter
-
-    state = gather_trainable(model)
-    if world()[0] != 0:
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "peft_config"):
-        save_peft_adapter(model, folder, state_dict=state)
-    torch.save(state, folder / "trainable.pt")
-
-
 @dataclass
 class _Run:
     """Mutable state of one fit, saved in every checkpoint."""
@@ -257,7 +197,7 @@ def run_stage(model, collator, stage: Stage, config: TrainConfig, state: _Run,
                       lr_lambda(config.schedule, int(config.warmup_ratio * total), total), sharding,
                       config.batch_size, config.grad_accum, config.max_grad_norm)
     if resume_from is not None:
-        stepper.load(resume_from)
+        load_optimizer(stepper, resume_from)
     seed = config.seed + 1000 * state.stage
     lengths = sample_lengths(collator, stage.train, config.progress) if config.group_by_length else None
     bar = tqdm(total=total, initial=state.stage_step, desc=f"stage {stage.name}",
@@ -315,9 +255,9 @@ def fit(model, collator, stages: list[Stage], config: TrainConfig, resume: bool 
         plan.to_csv(output / "batch_plan.csv", index=False)
     state, checkpoint = _Run(), latest_checkpoint(output) if resume else None
     if checkpoint is not None:
-        state = _Run(**read_json(checkpoint / "state.json"))
-        load_trainable(model, checkpoint / "trainable.pt")
-        set_rng_state(torch.load(checkpoint / "rng.pt", weights_only=False))
+        state = _Run(**read_json(checkpoint / STATE))
+        load_trainable(model, checkpoint / TRAINABLE)
+        set_rng_state(load_rng(checkpoint / RNG))
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -345,7 +285,7 @@ def finish(model, output: Path, state: _Run) -> None:
             shutil.copytree(best, output / "adapter")
     else:
         if state.best_val_loss is not None and best.is_dir():
-            load_trainable(model, best / "trainable.pt")
+            load_trainable(model, best / TRAINABLE)
         save_adapter(model, output / "adapter")
     if world()[0] == 0:
         pd.DataFrame(state.log).to_csv(output / "log.csv", index=False)

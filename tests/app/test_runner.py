@@ -1,6 +1,7 @@
 """The runner and the params contract, on small notebooks written into a temp folder."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,53 @@ def test_task_names_are_unique_across_the_studies_of_a_run():
     params = {"tasks": [{"name": "sex"}, {"name": "bmi"}], "report_tasks": [{"name": "sex"}]}
     with pytest.raises(ParamsError, match=r"task name 'sex' appears in tasks and in report_tasks"):
         check_params(params, [], source="p.yaml")
+
+
+# ---------------------------------------------------------------- typed values (bad input)
+TYPED = '''# %% tags=["parameters"]
+run_dir: str = ""
+lr: float = 2.0e-3
+epochs: int = 2
+fractions: list = [0.6, 0.2, 0.2]
+flag: bool = False
+
+# %%
+x = 1
+'''
+
+
+@pytest.mark.parametrize("text, message", [
+    ('epochs: "two"\n', "epochs = 'two' is a str, but notebook 01_typed declares `epochs: int`"),
+    ("lr: 1e-4\n", "key 'lr' reads as the string '1e-4'; YAML 1.1 needs a dot in floats, write e.g. 1.0e-4"),
+    ("fractions: 0.6\n", "fractions = 0.6 is a float, but notebook 01_typed declares `fractions: list`"),
+    ("flag: 1\n", "flag = 1 is an int, but notebook 01_typed declares `flag: bool`"),
+    ("epochs: true\n", "epochs = True is a bool, but notebook 01_typed declares `epochs: int`"),
+])
+def test_every_value_is_checked_against_the_declared_annotation(tmp_path, text, message):
+    nbs = write_notebooks(tmp_path / "nb", **{"01_typed": TYPED})
+    params = tmp_path / "p.yaml"
+    params.write_text(text)
+    with pytest.raises(ParamsError, match=re.escape(message)):
+        run(params, run_name="r", reports_dir=tmp_path / "reports", notebooks_dir=nbs)
+
+
+def test_overrides_get_the_same_checks_and_an_int_is_a_float(tmp_path):
+    from brainvlm.app.cli import parse_overrides
+
+    nbs = write_notebooks(tmp_path / "nb", **{"01_typed": TYPED})
+    params = tmp_path / "p.yaml"
+    params.write_text("lr: 1\n")  # an int where a float is declared is fine
+    assert check_params(read_params(params), discover_notebooks(nbs), source="p.yaml")
+    with pytest.raises(ParamsError, match=re.escape(
+            "-p: lr = '1e-4' is a str, but notebook 01_typed declares `lr: float`; YAML 1.1 reads a float "
+            "without a dot as a string: write it with one, e.g. 1.0e-4")):
+        check_params(parse_overrides([("lr", "1e-4")]), discover_notebooks(nbs), source="-p")
+    with pytest.raises(ParamsError, match=re.escape("-p fractions '[0.6, 0.2': not a YAML value")):
+        parse_overrides([("fractions", "[0.6, 0.2")])
+
+
+def test_a_params_file_that_is_not_yaml_names_file_line_and_column(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("seed: 0\ntasks: [a, b\nlr: 1.0\n")
+    with pytest.raises(ParamsError, match=re.escape(f"{params}:3:3: not valid YAML (expected ',' or ']', but got ':')")):
+        read_params(params)

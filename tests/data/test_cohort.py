@@ -35,7 +35,7 @@ def image_tree(root: Path, subjects: list[str]) -> Path:
     for subject in subjects:
         path = root / subject / "anat" / f"{subject}_T1w.nii.gz"
         path.parent.mkdir(parents=True)
-        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)), path)
+        nib.save(nib.Nifti1Image(np.arange(64, dtype=np.int16).reshape(4, 4, 4), np.eye(4)), path)
     return root
 
 
@@ -128,7 +128,7 @@ def test_session_not_found_lists_sessions(tmp_path):
 
 def test_category_outside_mapping_is_an_error(tmp_path):
     path = write(tmp_path / "t.tsv", "participant_id\tsex\ns1\tm\ns2\tX\ns3\tn/a\n")
-    with pytest.raises(CohortError, match=r"t.tsv: 1 sex values outside the label mapping \(line 3: 'X'\); "
+    with pytest.raises(CohortError, match=r"t.tsv: 1 sex values outside the label mapping \(line 3 \(s2\): 'X'\); "
                                           r"accepted values: male: 'M'; female: 'F'"):
         build_cohort(read_table(path), tmp_path, "sex", "categorical", labels=SEX, check_images="none")
 

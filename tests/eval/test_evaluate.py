@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def test_vqa_rad_closed_and_open_figures_by_hand(vqa_rad, tmp_path):
     rows, tally = _vqa_predictions(vqa_rad)
     preds = _write_jsonl(tmp_path / "pred.jsonl", rows)
     out = tmp_path / "metrics" / "M.json"
-    got = evaluate_files(samples, preds, metrics=QUICK_VQA, out=out, group_by="domain", n_boot=100)
+    got = evaluate_files(samples, preds, metrics=QUICK_VQA, out=out, group_by="domain", n_boot=100, partial=True)
     assert (tally["yn"], tally["other"], tally["open"]) == (251, 21, 179)
     assert got["closed_accuracy"] == pytest.approx(tally["closed_right"] / 272)
     script = tally["script_hit"] / (tally["script_hit"] + tally["script_zero"])
@@ -127,7 +128,8 @@ def test_vqa_rad_closed_and_open_figures_by_hand(vqa_rad, tmp_path):
     assert ci["unit"] == "image" and ci["n_units"] == 203 and ci["lo"] <= ci["point"] <= ci["hi"]
     written = out.read_text(encoding="utf-8")
     assert json.loads(written) == got and list(json.loads(written)) == sorted(got)
-    evaluate_files(samples, preds, metrics=QUICK_VQA, out=tmp_path / "again.json", group_by="domain", n_boot=100)
+    evaluate_files(samples, preds, metrics=QUICK_VQA, out=tmp_path / "again.json", group_by="domain", n_boot=100,
+                   partial=True)
     assert (tmp_path / "again.json").read_text(encoding="utf-8") == written       # byte-identical rerun
 
 
@@ -163,7 +165,7 @@ def test_categorical_free_text_answers(tmp_path):
     preds = [{"id": f"s{i}", "prediction": a} for i, a in enumerate(answers)]        # s5 has no prediction
     labels = {"male": ["man", "M"], "female": ["woman", "F"]}
     got = evaluate_files(_write_jsonl(tmp_path / "s.jsonl", samples), _write_jsonl(tmp_path / "p.jsonl", preds),
-                         labels=labels, n_boot=50, out=tmp_path / "M.json")
+                         labels=labels, n_boot=50, out=tmp_path / "M.json", partial=True)
     assert got["accuracy"] == pytest.approx(3 / 6)
     assert got["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 3) / 2)
     assert got["macro_f1"] == pytest.approx((2 * 2 / (4 + 1 + 1) + 2 * 1 / (2 + 0 + 2)) / 2)
@@ -172,9 +174,9 @@ def test_categorical_free_text_answers(tmp_path):
                                        "male": {"female": 1, "male": 1, "unparseable": 1}}
     assert got["ci"]["accuracy"]["unit"] == "query_subject" and got["ci"]["accuracy"]["n_units"] == 3
     with pytest.raises(ValueError, match=r"unknown metrics \['mae'\].*choose from"):
-        evaluate_files(tmp_path / "s.jsonl", tmp_path / "p.jsonl", metrics=["mae"])
+        evaluate_files(tmp_path / "s.jsonl", tmp_path / "p.jsonl", metrics=["mae"], partial=True)
     with pytest.raises(KeyError, match="'site'"):
-        evaluate_files(tmp_path / "s.jsonl", tmp_path / "p.jsonl", group_by="site", n_boot=0)
+        evaluate_files(tmp_path / "s.jsonl", tmp_path / "p.jsonl", group_by="site", n_boot=0, partial=True)
 
 
 def test_numeric_answers_use_the_fallback(tmp_path):
@@ -182,10 +184,10 @@ def test_numeric_answers_use_the_fallback(tmp_path):
                for i, t in enumerate([20.0, 25.0, 30.0])]
     preds = [{"id": "s0", "prediction": "The BMI is 22."}, {"id": "s1", "prediction": "It is hard to say"}]
     paths = _write_jsonl(tmp_path / "s.jsonl", samples), _write_jsonl(tmp_path / "p.jsonl", preds)
-    default = evaluate_files(*paths, n_boot=0)
+    default = evaluate_files(*paths, n_boot=0, partial=True)
     assert default["numeric_fallback"] == 25.0 and "training mean" in default["numeric_fallback_source"]
     assert default["mae"] == pytest.approx((2 + 0 + 5) / 3) and default["n_unparseable"] == 2
-    given = evaluate_files(*paths, fallback=21.0, n_boot=0)
+    given = evaluate_files(*paths, fallback=21.0, n_boot=0, partial=True)
     assert given["mae"] == pytest.approx((2 + 4 + 9) / 3) and given["numeric_fallback_source"] == "given"
 
 
@@ -242,3 +244,56 @@ def test_cli_writes_metrics_and_reports_errors(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text('{"id": "s0", "prediction": "cat"}\nnot json\n', encoding="utf-8")
     assert main_evaluate(["--samples", str(samples), "--predictions", str(tmp_path / "bad.jsonl")]) == 1
     assert "bad.jsonl:2: invalid JSON" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- ids that do not pair up (bad input)
+def test_missing_predictions_are_an_error_unless_partial_and_unmatched_ids_are_listed(tmp_path, capsys):
+    samples = _write_jsonl(tmp_path / "s.jsonl", [_sample(i, "classification", t, target=t)
+                                                   for i, t in enumerate(["cat", "dog", "cat"])]
+                           + [_sample(0, "classification", "cat", target="cat") | {"id": "caf\u00e9"}])
+    preds = _write_jsonl(tmp_path / "p.jsonl", [{"id": "s0", "prediction": "cat"}, {"id": "S1", "prediction": "dog"},
+                                                {"id": "cafe\u0301", "prediction": "cat"},
+                                                {"id": "other", "prediction": "dog"}])
+    with pytest.raises(ValueError) as caught:
+        evaluate_files(samples, preds, n_boot=0)
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    unmatched = ["'S1' (differs from sample id 's1' only in case)",
+                 f"{decomposed!r} (differs from sample id {composed!r} only in Unicode normalisation)", "'other'"]
+    assert str(caught.value) == (
+        f"3 of 4 samples of {samples} have no prediction in {preds}: ['s1', 's2', {composed!r}]; 3 prediction ids "
+        f"match no sample: {unmatched}. Score a partial run with --partial (missing answers count as wrong)")
+    got = evaluate_files(samples, preds, n_boot=0, partial=True, out=tmp_path / "M.json")
+    assert got["accuracy"] == 0.25 and got["n_missing_predictions"] == 3 and got["n_extra_predictions"] == 3
+    assert got["missing_prediction_ids"] == ["s1", "s2", "café"]
+    assert json.loads((tmp_path / "M.json").read_text(encoding="utf-8"))["unmatched_prediction_ids"][2] == "'other'"
+    assert main_evaluate(["--samples", str(samples), "--predictions", str(preds), "--partial", "--n-boot", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "brainvlm evaluate: 3 prediction ids match no sample (first ten): 'S1' (differs" in err
+    assert "brainvlm evaluate: 3 samples have no prediction, scored as wrong (first ten): s1, s2, café" in err
+
+
+def test_an_empty_predictions_file_a_nan_target_and_a_bad_answer_type_are_errors(tmp_path, capsys):
+    samples = _write_jsonl(tmp_path / "s.jsonl", [_sample(0, "comparison_numerical", "BMI 20", target=20.0)])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=rf"^{empty}: no predictions in the file; generate them first"):
+        evaluate_files(samples, empty, n_boot=0)
+    nan_target = tmp_path / "nan.jsonl"
+    nan_target.write_text(json.dumps(_sample(0, "comparison_numerical", "BMI ?", target="NaN")) + "\n")
+    preds = _write_jsonl(tmp_path / "p.jsonl", [{"id": "s0", "prediction": "20"}])
+    assert main_evaluate(["--samples", str(nan_target), "--predictions", str(preds), "--n-boot", "0"]) == 1
+    assert ("brainvlm evaluate: sample 's0': $.metadata.target is 'NaN', not a finite number; fix the samples file"
+            in capsys.readouterr().err)
+    vqa = _write_jsonl(tmp_path / "v.jsonl", [_sample(0, "vqa", "yes", answer_type="closed-ish")])
+    with pytest.raises(ValueError, match=re.escape("sample 's0': $.metadata.answer_type: answer_type 'closed-ish' "
+                                                   "is neither CLOSED nor OPEN")):
+        evaluate_files(vqa, preds, n_boot=0)
+
+
+def test_an_undefined_metric_is_null_with_its_reason(tmp_path):
+    samples = _write_jsonl(tmp_path / "s.jsonl", [_sample(i, "comparison_numerical", f"BMI {t}", target=t)
+                                                   for i, t in enumerate([20.0, 25.0, 30.0])])
+    preds = _write_jsonl(tmp_path / "p.jsonl", [{"id": f"s{i}", "prediction": "22"} for i in range(3)])
+    got = evaluate_files(samples, preds, n_boot=0, out=tmp_path / "M.json")
+    assert got["pearson_r"] is None and got["undefined"]["pearson_r"] == "undefined: every prediction is 22 (constant)"
+    assert json.loads((tmp_path / "M.json").read_text())["undefined"]["spearman_rho"].startswith("undefined: every")

@@ -271,7 +271,8 @@ def test_normalize_and_token_scores():
     ("no", "No, there is no fracture.", True, True),
     ("yes", "No.", False, True),
     ("yes", "I am not sure", False, False),     # "not" is not the word "no"
-    ("yes", "Yes. Actually no.", False, True),  # the final sentence decides
+    ("yes", "Yes. Actually no.", True, True),   # the leading yes/no word decides (answers.parse_yes_no)
+    ("yes", "There is no mass.", False, True),  # no leading word: the only one of the two in the answer
     ("mri", "MRI", True, True),
     ("mri", "It is an MRI scan", False, True),  # non-yes/no closed answers need an exact match
 ])
@@ -303,3 +304,21 @@ def test_answer_type_is_stripped_and_checked():
     assert vqametrics.normalize_answer_type("CLOSED ") == "CLOSED"
     with pytest.raises(ValueError, match="neither CLOSED nor OPEN"):
         vqametrics.normalize_answer_type("BOTH")
+
+
+@pytest.mark.parametrize("answer, read", [
+    ("Yes, this is a normal image. It shows a CT scan of the abdomen with no visible abnormalities.", "yes"),
+    (("Choose one of the two options provided:\n1. Yes: The trachea is deviated...\n2. No: The trachea is not "
+      "deviated..."), None),
+    ("Yes. No abnormality is seen.", "yes"),
+    ("There is no evidence of fracture.", "no"),
+    ("No, there is no fracture.", "no"),
+    ("**yes**", "yes"),
+    ("It could be yes or no.", None),
+    ("The heart is enlarged.", None),
+    ("Nothing is abnormal; not normal either.", None),  # "not", "nothing" are not the word "no"
+])
+def test_closed_yes_no_answers_read_the_leading_word_else_the_only_one(answer, read):
+    assert answers.parse_yes_no(answer) == read
+    correct, parsed = vqametrics.closed_correct("yes", answer)
+    assert parsed == (read is not None) and correct == (read == "yes")

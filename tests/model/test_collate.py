@@ -188,7 +188,7 @@ def test_real_images_2d_and_nifti(tiny, image_root, test_data):
 def test_image_path_errors_name_the_sample_and_the_json_path(tiny, image_root):
     _, processor = tiny
     config = CollateConfig(image_root=image_root)
-    with pytest.raises(FileNotFoundError, match=r"sample m: conversations\[2\]\.content\[1\]\.image_path "
+    with pytest.raises(FileNotFoundError, match=r"sample m: \$\.conversations\[2\]\.content\[1\]\.image_path "
                                                 r"'nope\.png' is not a file"):
         collate.encode_sample(comparison("m", ["nope.png"]), processor, config)
     with pytest.raises(ValueError, match=r"sample e: .*'\.\./sub-1\.png' leaves the image root"):

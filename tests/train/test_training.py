@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,9 @@ from PIL import Image
 from brainvlm.core.paths import PARAMS_DIR, PROJECT_ROOT
 from brainvlm.data.views import ViewConfig
 from brainvlm.model import collate, loader, lora, tiny
+from brainvlm.train import checkpoints, distributed, fit
 from brainvlm.train import config as train_config
-from brainvlm.train import distributed, fit
+from brainvlm.train.checkpoints import load_tensors
 
 
 def png_samples(root: Path, n: int = 24, seed: int = 0) -> list[dict]:
@@ -79,7 +81,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(setup, tmp_path)
     model, result = run_fit(setup, tmp_path / "straight")
     with pytest.raises(fit.TrainingInterrupted):
         run_fit(setup, tmp_path / "crash", stop_after=5)  # dies in stage b, last checkpoint at step 4
-    assert fit.latest_checkpoint(tmp_path / "crash").name == "step-4"
+    assert checkpoints.latest_checkpoint(tmp_path / "crash").name == "step-4"
     resumed_model, resumed = run_fit(setup, tmp_path / "crash", resume=True)
     assert resumed.steps == result.steps == 7
     assert_same_state(distributed.gather_trainable(model), distributed.gather_trainable(resumed_model))
@@ -90,7 +92,7 @@ def test_best_adapter_by_validation_loss_is_kept_and_loaded(setup, tmp_path):
     model, result = run_fit(setup, tmp_path / "run")
     val = result.log.dropna(subset=["val_loss"])
     assert len(val) >= 3 and result.best_val_loss == pytest.approx(val["val_loss"].min())
-    saved = torch.load(result.adapter_dir / "trainable.pt", weights_only=True)
+    saved = load_tensors(result.adapter_dir / "trainable.safetensors")
     assert_same_state(saved, distributed.gather_trainable(model), atol=0)
     assert (result.adapter_dir / "adapter_config.json").is_file()
     assert set(result.log["stage"]) == {"a", "b"} and result.log["lr"].iloc[-1] < 5.0e-4
@@ -152,7 +154,7 @@ def one_process_adapter(ci_run, tmp_path_factory) -> dict:
     params = {**base, "brain_max_steps": 3, "brain_epochs": 1.0, "brain_save_every": 0, "brain_eval_every": 0,
               "brain_batch_size": 4}
     train_cli(ci_run, params, [], "launch_single", tmp_path_factory.mktemp("single"))
-    return torch.load(ci_run / "models" / "launch_single" / "adapter" / "trainable.pt", weights_only=True)
+    return load_tensors(ci_run / "models" / "launch_single" / "adapter" / "trainable.safetensors")
 
 
 @pytest.mark.slow
@@ -168,7 +170,7 @@ def test_two_processes_equal_one_process(launcher, ci_run, one_process_adapter, 
               "brain_batch_size": 2}
     out = train_cli(ci_run, params, TWO_PROCESSES[launcher], f"launch_{launcher}", tmp_path)
     assert f"on 2 process(es) ({EXPECTED_MODE[launcher]})" in out
-    state = torch.load(ci_run / "models" / f"launch_{launcher}" / "adapter" / "trainable.pt", weights_only=True)
+    state = load_tensors(ci_run / "models" / f"launch_{launcher}" / "adapter" / "trainable.safetensors")
     assert_same_state(one_process_adapter, state, atol=1e-5)
     settings = json.loads((ci_run / "models" / f"launch_{launcher}" / "settings.json").read_text())
     assert settings["batch_size"] == 2
@@ -219,7 +221,7 @@ def test_fit_with_length_grouping_trains(setup, tmp_path):
     config = train_config.TrainConfig(output_dir=str(tmp_path), batch_size=4, lr=2.0e-3, progress=False,
                                   group_by_length=True)
     result = fit.fit(model, collator, [train_config.Stage("a", samples[:16], samples[16:], max_steps=4)], config)
-    assert result.steps == 4 and (tmp_path / "adapter" / "trainable.pt").is_file()
+    assert result.steps == 4 and (tmp_path / "adapter" / "trainable.safetensors").is_file()
 
 
 SHARDED_ENV = {"fsdp": {"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "true"},
@@ -250,8 +252,62 @@ def test_sharded_two_stage_fit_resumes_exactly_and_equals_one_process(mode, setu
     assert (tmp_path / "resumed" / "checkpoints" / "step-6").is_dir()
     assert not (tmp_path / "resumed" / "adapter").exists()
     assert "interrupted" not in launch("resumed", "--resume")
-    straight, resumed = (torch.load(tmp_path / name / "adapter" / "trainable.pt", weights_only=True)
+    straight, resumed = (load_tensors(tmp_path / name / "adapter" / "trainable.safetensors")
                          for name in ("straight", "resumed"))
     assert_same_state(straight, resumed, atol=1e-6)
     _, single = run_fit(setup, tmp_path / "single")
-    assert_same_state(torch.load(single.adapter_dir / "trainable.pt", weights_only=True), straight, atol=1e-5)
+    assert_same_state(load_tensors(single.adapter_dir / "trainable.safetensors"), straight, atol=1e-5)
+
+
+# ---------------------------------------------------------------- loading never runs code from a file
+class _Payload:
+    """A pickle that would create a file when unpickled (what a crafted checkpoint file can do)."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["BRAINVLM_PAYLOAD"]),))
+
+
+@pytest.fixture(scope="module")
+def crashed(setup, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("crashed")
+    with pytest.raises(fit.TrainingInterrupted):
+        run_fit(setup, folder, stop_after=3)
+    return folder
+
+
+@pytest.mark.parametrize("name, message", [
+    ("optimizer.pt", ("optimizer.pt: refused: the file holds Python objects other than tensors and plain values, "
+                      "and loading them could run code (a crafted or foreign file)")),
+    ("scheduler.pt", "scheduler.pt: refused: the file holds Python objects other than tensors and plain values"),
+    ("rng.json", "rng.json: not a random state brainvlm wrote (not UTF-8 text (invalid start byte at byte 0)"),
+    ("trainable.safetensors", "trainable.safetensors: not a safetensors file ("),
+])
+def test_a_crafted_pickle_in_a_checkpoint_is_refused(setup, crashed, tmp_path, monkeypatch, name, message):
+    import pickle
+    import shutil
+
+    work = tmp_path / "run"
+    shutil.copytree(crashed, work)
+    marker = tmp_path / "code_ran"
+    monkeypatch.setenv("BRAINVLM_PAYLOAD", str(marker))
+    checkpoint = checkpoints.latest_checkpoint(work)
+    (checkpoint / name).write_bytes(pickle.dumps(_Payload()))
+    with pytest.raises(checkpoints.CheckpointError, match=re.escape(message)):
+        run_fit(setup, work, resume=True)
+    assert not marker.exists()  # nothing from the file ran
+
+
+def test_deepspeed_files_that_changed_since_they_were_written_are_refused(tmp_path):
+    ds = tmp_path / "deepspeed" / "state"
+    ds.mkdir(parents=True)
+    (ds / "mp_rank_00_model_states.pt").write_bytes(b"written by the engine")
+    checkpoints.record_deepspeed_hashes(tmp_path)
+    checkpoints.verify_deepspeed_hashes(tmp_path)  # unchanged: accepted
+    (ds / "mp_rank_00_model_states.pt").write_bytes(b"swapped by someone")
+    with pytest.raises(checkpoints.CheckpointError, match=re.escape(
+            "1 file(s) differ from when the checkpoint was written: ['state/mp_rank_00_model_states.pt']; "
+            "refusing to unpickle them")):
+        checkpoints.verify_deepspeed_hashes(tmp_path)
+    (tmp_path / checkpoints.DEEPSPEED_HASHES).unlink()
+    with pytest.raises(checkpoints.CheckpointError, match="no deepspeed.sha256.json"):
+        checkpoints.verify_deepspeed_hashes(tmp_path)

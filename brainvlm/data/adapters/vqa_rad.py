@@ -9,9 +9,9 @@ unit: questions about one image are not independent), ``phrase_type`` when prese
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from brainvlm.core.jsonio import read_json
 from brainvlm.data.schema import SPLITS
 
 ORGAN_DOMAINS = {"HEAD": "head", "CHEST": "chest", "ABD": "abdomen"}
@@ -82,7 +82,7 @@ def vqa_rad_to_samples(json_path: str | Path, image_root: str | Path | None = No
         Samples in file order. Question and answer whitespace is collapsed (one answer has a tab).
     """
     json_path = Path(json_path)
-    records = json.loads(json_path.read_text(encoding="utf-8"))
+    records = read_json(json_path)
     if not isinstance(records, list):
         raise ValueError(f"{json_path}: expected a JSON list of question records, got {type(records).__name__}")
     split = _split_of(json_path, split)
