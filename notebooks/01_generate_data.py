@@ -84,7 +84,7 @@ table.head()
 # here with an error. Row-level problems (a missing target, a missing image, a target outside the task's
 # `valid_range`, and with `check_images: readable` an unreadable, 4D, non-finite or constant volume) are
 # exclusions, counted and listed below; `strict: true` turns them into errors. No row disappears silently.
-# All tasks share one split of the cohort (stratified on the first task's target), so a subject is in
+# All tasks share one split of the cohort (stratified jointly on every task's target), so a subject is in
 # the same split and pool in every task.
 
 # %%
@@ -140,7 +140,7 @@ for ax, d in zip(axes[0], prepared):
                        order=list(dataset.SPLITS), split=True, inner="quart", ax=ax)
     ax.set_title(f"{d.spec.name}: {d.spec.target_col}")
 fig.tight_layout()
-save_figure(fig, run_dir, "01_target_distributions")
+save_figure(fig, run_dir, "01_target_distributions");
 
 # %% [markdown]
 # ## What a sample looks like

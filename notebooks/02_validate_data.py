@@ -95,7 +95,7 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 sns.histplot(data=stats, x="text_chars", hue="task", ax=axes[0])
 sns.countplot(data=stats, x="images", hue="task", ax=axes[1])
 fig.tight_layout()
-save_figure(fig, run_dir, "02_sample_statistics")
+save_figure(fig, run_dir, "02_sample_statistics");
 
 # %% [markdown]
 # ## Image views per modality
@@ -115,7 +115,7 @@ for row, (modality, path) in enumerate(previews):
         axes[row, col].set_title(f"{modality} · {kind}", fontsize=9)
         axes[row, col].axis("off")
 fig.tight_layout()
-save_figure(fig, run_dir, "02_view_previews")
+save_figure(fig, run_dir, "02_view_previews");
 
 # %%
 pd.DataFrame([{"modality": m, "path": p, **volumes.volume_summary(Path(image_root) / p)} for m, p in previews])

@@ -148,7 +148,7 @@ sns.barplot(data=summary, y="condition", x="agreement", ax=ax, color="#4c72b0")
 ax.axvline(majority, ls="--", c="grey", label=f"majority rate {majority:.2f}")
 ax.set(xlim=(0, 1), xlabel="share of answers agreeing (target; reference label for query = reference)")
 ax.legend(frameon=False, loc="lower right")
-save_figure(fig, run_dir, "04_controls")
+save_figure(fig, run_dir, "04_image_controls");
 
 # %% [markdown]
 # ## The numerical task
@@ -186,7 +186,7 @@ numeric
 logs = {task: trained.result.log, f"{task} (shuffled images)": shuffled.result.log}
 if numeric_task:
     logs[numeric_task] = bmi.result.log
-save_figure(plot_training_log(logs), run_dir, "04_loss_curves")
+save_figure(plot_training_log(logs), run_dir, "04_loss_curves");
 
 # %% [markdown]
 # ## Model against controls, paired
@@ -195,14 +195,16 @@ save_figure(plot_training_log(logs), run_dir, "04_loss_curves")
 
 # %%
 subjects = [s["metadata"]["query_subject"] for s in split["test"]]
-differences = {}
-for control, name in (("blank query image", "test_minus_blank_accuracy"),
-                      ("mean query image", "test_minus_mean_image_accuracy"),
-                      ("trained on shuffled images", "test_minus_shuffled_images_accuracy")):
+compared = {"blank query image": "test_minus_blank_accuracy", "mean query image": "test_minus_mean_image_accuracy",
+            "trained on shuffled images": "test_minus_shuffled_images_accuracy"}
+differences, rows = {}, []
+for control, name in compared.items():
     interval = bootstrap.paired_difference(scored["test"]["agrees"].astype(float),
                                            scored[control]["agrees"].astype(float), subjects, seed=seed)
     differences.update(comparison_metrics(name, interval))
-pd.Series(differences).round(3)
+    rows.append({"model minus": control, "difference": interval["point"], "95% low": interval["lo"],
+                 "95% high": interval["hi"], "query subjects": interval["n_units"]})
+pd.DataFrame(rows).round(3)
 
 # %% [markdown]
 # ## Results

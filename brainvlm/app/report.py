@@ -39,10 +39,15 @@ def write_metrics(run_dir: Path, notebook: str, metrics: dict[str, Any], study: 
         The metrics as written (prefixed keys), for ``check_expectations``.
     """
     prefix = f"{study}."
-    clean = {(k if k.startswith(prefix) else prefix + k): (None if isinstance(v, float) and math.isnan(v) else v)
-             for k, v in metrics.items()}
+    clean = {(k if k.startswith(prefix) else prefix + k): _plain(v) for k, v in metrics.items()}
     write_json(clean, Path(run_dir) / "metrics" / f"{notebook}.json")
     return clean
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python number it holds; NaN as None."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def comparison_metrics(name: str, interval: dict[str, Any]) -> dict[str, float]:
