@@ -133,6 +133,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-boot-text", type=int, default=200, help="bootstrap replicates for text metrics")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--unit", default=None, help="bootstrap unit column (default: query_subject or image)")
+    parser.add_argument("--labeler", default=None, choices=["rule"],
+                        help="label report text with the rule-based CheXpert-14 labeler (CheXpert-14 (rule) F1)")
     parser.add_argument("--partial", action="store_true",
                         help="score a partial run: samples without a prediction count as wrong (default: error)")
     return parser
@@ -149,7 +151,7 @@ def main_evaluate(argv: list[str]) -> int:
                                 labels=_parse_labels(args.labels), group_by=_split(args.group_by),
                                 tokenize=args.tokenize, fallback=args.fallback, uncertain=args.uncertain,
                                 n_boot=args.n_boot, n_boot_text=args.n_boot_text, seed=args.seed, unit=args.unit,
-                                partial=args.partial)
+                                partial=args.partial, labeler=args.labeler)
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
         print(f"brainvlm evaluate: {exc}", file=sys.stderr)
         return 1

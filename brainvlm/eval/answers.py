@@ -185,6 +185,17 @@ def parse_chexpert(text: str | None) -> dict[str, int] | None:
     return labels
 
 
+_BLOCK_START = re.compile(r"^\s*(?:chexpert|icd)\s*:", re.IGNORECASE | re.MULTILINE)
+_IMPRESSION = re.compile(r"^\s*impression\s*:\s*", re.IGNORECASE)
+
+
+def report_text(text: str | None) -> str:
+    """The free text of a report: what precedes its ``CheXpert:``/``ICD:`` lines, without an ``Impression:`` label."""
+    text = text or ""
+    block = _BLOCK_START.search(text)
+    return _IMPRESSION.sub("", text[: block.start()] if block else text).strip()
+
+
 def chexpert_positive(labels: Mapping[str, int] | None, uncertain: str = "ones") -> frozenset[str]:
     """The observations counted positive: 1, plus -1 under ``uncertain="ones"`` (U-Ones, Irvin et al. 2019).
 

@@ -255,7 +255,7 @@ def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metri
                    group_by: str | Sequence[str] | None = None, tokenize: str = "ptb", *,
                    fallback: float | None = None, uncertain: str = "ones", concept_names: dict | None = None,
                    n_boot: int = 1000, n_boot_text: int = 200, seed: int = 0, unit: str | None = None,
-                   progress: bool = False, partial: bool = False) -> dict:
+                   progress: bool = False, partial: bool = False, labeler: str | None = None) -> dict:
     """Score ``predictions_path`` against ``samples_path`` and (optionally) write the result to ``out``.
 
     Args:
@@ -268,6 +268,7 @@ def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metri
         uncertain: CheXpert uncertain mentions as positive (``"ones"``) or negative (``"zeros"``).
         n_boot, n_boot_text: bootstrap replicates for the headline and the text metrics (0 = none).
         unit: resampling unit column (default ``query_subject``, else the query ``image``, else rows).
+        labeler: ``"rule"`` adds CheXpert-14 (rule) F1 of report text (``scoring.RULE_METRICS``).
         partial: score a partial run: samples without a prediction count as wrong (by default they are
             an error). Prediction ids that match no sample are listed in either case.
 
@@ -285,7 +286,8 @@ def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metri
     _check_metric_names(tasks, wanted)
     groups = (group_by,) if isinstance(group_by, str) else tuple(group_by or ())
     fallback, fallback_source = _numeric_fallback(samples, fallback)
-    config = scoring.ScoreConfig(labels=labels, fallback=fallback, uncertain=uncertain, concept_names=concept_names)
+    config = scoring.ScoreConfig(labels=labels, fallback=fallback, uncertain=uncertain, concept_names=concept_names,
+                                 labeler=labeler)
     table = scoring.score_samples(samples, predictions, config)
     options = EvalOptions(wanted, groups, tokenize, n_boot, n_boot_text, seed, unit, progress)
     by_id = {s["id"]: s for s in samples}

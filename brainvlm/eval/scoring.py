@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from brainvlm.eval import answers, metrics, vqametrics
+from brainvlm.eval import answers, chexpert_labeler, metrics, vqametrics
 from brainvlm.eval.textmetrics import METRIC_NAMES as TEXT_METRICS
 
 LABEL_TASKS = ("comparison_categorical", "classification")
@@ -32,6 +32,11 @@ HEADLINE = {
 }
 CHEXPERT_METRICS = ("chexpert14_micro_f1", "chexpert14_macro_f1", "chexpert5_micro_f1", "chexpert5_macro_f1")
 ICD_METRICS = ("icd_micro_f1", "icd_macro_f1")
+# CheXpert-14 (rule): labels of the report text by eval.chexpert_labeler; u0 counts uncertain as negative, u1 as
+# positive. Named "rule" so they are never taken for CheXbert.
+RULE_METRICS = tuple(f"{subset}_rule_{kind}_f1_{policy}" for subset in ("chexpert14", "chexpert5")
+                     for policy in ("u0", "u1") for kind in ("micro", "macro"))
+LABELERS = ("rule",)
 
 
 @dataclass
@@ -44,12 +49,15 @@ class ScoreConfig:
         fallback: the number an unparseable numeric answer counts as (normally the training mean).
         uncertain: CheXpert uncertain (-1) mentions count positive (``"ones"``) or negative (``"zeros"``).
         concept_names: concept name -> CUI, for concept lists that name concepts instead of CUIs.
+        labeler: ``"rule"`` labels the report text of reference and prediction with the rule-based
+            CheXpert-14 labeler (``RULE_METRICS``); ``None`` does not.
     """
 
     labels: Mapping[str, Sequence[str]] | Sequence[str] | None = None
     fallback: float | None = None
     uncertain: str = "ones"
     concept_names: Mapping[str, str] | None = None
+    labeler: str | None = None  # "rule": also label the report text with eval.chexpert_labeler
 
 
 def _text_of(turn: dict) -> str:
@@ -169,7 +177,16 @@ def _block_columns(reference: str, prediction: str, config: ScoreConfig) -> dict
     ref_icd = answers.parse_icd(reference)
     if ref_icd is not None:
         row["icd_reference"], row["icd_parsed"] = ref_icd, answers.parse_icd(prediction)
+    if config.labeler == "rule":
+        row["rule_reference"] = chexpert_labeler.label_report(answers.report_text(reference))
+        row["rule_parsed"] = chexpert_labeler.label_report(answers.report_text(prediction))
+    elif config.labeler is not None:
+        raise ValueError(f"labeler {config.labeler!r} unknown; use one of {list(LABELERS)} or none")
     return row
+
+
+def _rule_positive(labels: Mapping[str, int], policy: str) -> frozenset[str]:
+    return frozenset(name for name, value in labels.items() if value == 1 or (policy == "u1" and value == -1))
 
 
 def score_samples(samples: Sequence[dict], predictions: Mapping[str, str] | Sequence[dict],
@@ -228,17 +245,30 @@ def task_metrics(table: pd.DataFrame, task: str, config: ScoreConfig | None = No
     raise ValueError(f"unknown task {task!r}; expected one of {sorted(HEADLINE)}")
 
 
+def _sets(column: pd.Series) -> list[frozenset | None]:
+    """Parsed label sets of a column, ``None`` where unparseable (pandas turns a stored None into NaN)."""
+    return [value if isinstance(value, (frozenset, set)) else None for value in column]
+
+
 def _block_metrics(table: pd.DataFrame) -> dict:
     out: dict[str, float | int] = {}
     if "chexpert_reference" in table and table["chexpert_reference"].notna().any():
         rows = table[table["chexpert_reference"].notna()]
         for name, subset in (("chexpert14", answers.CHEXPERT_14), ("chexpert5", answers.CHEXPERT_5)):
-            scores = metrics.label_set_metrics(list(rows["chexpert_reference"]), list(rows["chexpert_parsed"]), subset)
+            scores = metrics.label_set_metrics(list(rows["chexpert_reference"]), _sets(rows["chexpert_parsed"]), subset)
             out[f"{name}_micro_f1"], out[f"{name}_macro_f1"] = scores["micro_f1"], scores["macro_f1"]
-        out["chexpert_n_unparseable"] = int(rows["chexpert_parsed"].isna().sum())
+        out["chexpert_n_unparseable"] = sum(p is None for p in _sets(rows["chexpert_parsed"]))
+    if "rule_reference" in table:
+        for policy in ("u0", "u1"):
+            truth = [_rule_positive(r, policy) for r in table["rule_reference"]]
+            guess = [_rule_positive(p, policy) for p in table["rule_parsed"]]
+            for name, subset in (("chexpert14", answers.CHEXPERT_14), ("chexpert5", answers.CHEXPERT_5)):
+                scores = metrics.label_set_metrics(truth, guess, subset)
+                out[f"{name}_rule_micro_f1_{policy}"] = scores["micro_f1"]
+                out[f"{name}_rule_macro_f1_{policy}"] = scores["macro_f1"]
     if "icd_reference" in table and table["icd_reference"].notna().any():
         rows = table[table["icd_reference"].notna()]
-        scores = metrics.label_set_metrics(list(rows["icd_reference"]), list(rows["icd_parsed"]))
+        scores = metrics.label_set_metrics(list(rows["icd_reference"]), _sets(rows["icd_parsed"]))
         out.update(icd_micro_f1=scores["micro_f1"], icd_macro_f1=scores["macro_f1"],
                    icd_n_unparseable=scores["n_unparseable"])
     return out
@@ -253,8 +283,8 @@ def metric_names(task: str) -> tuple[str, ...]:
         "vqa": ("closed_accuracy", "closed_accuracy_llava_med_script", "open_recall", "open_exact_match",
                 "open_token_f1", "exact_match", "token_f1", *TEXT_METRICS),
         "concepts": ("micro_f1", "macro_f1", "micro_precision", "micro_recall"),
-        "report": (*TEXT_METRICS, *CHEXPERT_METRICS, *ICD_METRICS),
-        "caption": (*TEXT_METRICS, *CHEXPERT_METRICS, *ICD_METRICS),
+        "report": (*TEXT_METRICS, *CHEXPERT_METRICS, *ICD_METRICS, *RULE_METRICS),
+        "caption": (*TEXT_METRICS, *CHEXPERT_METRICS, *ICD_METRICS, *RULE_METRICS),
     }
     if task not in names:
         raise ValueError(f"unknown task {task!r}; expected one of {sorted(names)}")

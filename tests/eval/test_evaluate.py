@@ -297,3 +297,21 @@ def test_an_undefined_metric_is_null_with_its_reason(tmp_path):
     got = evaluate_files(samples, preds, n_boot=0, out=tmp_path / "M.json")
     assert got["pearson_r"] is None and got["undefined"]["pearson_r"] == "undefined: every prediction is 22 (constant)"
     assert json.loads((tmp_path / "M.json").read_text())["undefined"]["spearman_rho"].startswith("undefined: every")
+
+
+def test_report_text_is_labelled_by_the_rule_labeler_with_u0_and_u1(tmp_path, capsys):
+    refs = ['Impression: Moderate cardiomegaly. No pleural effusion.\nCheXpert: {"Cardiomegaly": 1}',
+            "Impression: Possible pneumonia.",
+            "Impression: No acute cardiopulmonary process."]
+    preds = ["Impression: Cardiomegaly. Small left pleural effusion.", "Impression: Pneumonia.",
+             "Impression: Possible small pneumothorax."]
+    samples = _write_jsonl(tmp_path / "s.jsonl", [_sample(i, "report", r) for i, r in enumerate(refs)])
+    predictions = _write_jsonl(tmp_path / "p.jsonl", [{"id": f"s{i}", "prediction": p} for i, p in enumerate(preds)])
+    assert main_evaluate(["--samples", str(samples), "--predictions", str(predictions), "--labeler", "rule",
+                          "--metrics", "chexpert14_rule_micro_f1_u0,chexpert14_rule_micro_f1_u1", "--n-boot", "0",
+                          "--tokenize", "none"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    # u0: truth {Cardiomegaly}, {}, {No Finding}; predicted {Cardiomegaly, Pleural Effusion}, {Pneumonia}, {}
+    assert got["chexpert14_rule_micro_f1_u0"] == pytest.approx(2 * 1 / (2 * 1 + 2 + 1))   # TP 1, FP 2, FN 1
+    # u1 adds the uncertain ones: truth {Pneumonia} for s1, predicted {Pneumothorax} for s2
+    assert got["chexpert14_rule_micro_f1_u1"] == pytest.approx(2 * 2 / (2 * 2 + 2 + 1))   # TP 2, FP 2, FN 1
