@@ -17,11 +17,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-CHEXPERT_14 = (
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
-    "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
-    "Pneumothorax", "Support Devices",
-)
+from brainvlm.data.curriculum import CHEXPERT_14
+
 CHEXPERT_5 = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 UNCERTAIN_POLICIES = ("ones", "zeros")
 
@@ -223,7 +220,8 @@ def normalize_icd(code: str) -> str | None:
 
 
 def parse_icd(text: str | None) -> frozenset[str] | None:
-    """The codes of the last ``ICD: I10, E11.9`` line (also ``ICD-10:``; commas, semicolons or spaces between).
+    """The codes of the last ``ICD: I10, E11.9`` line (also ``ICD-10:``; commas, semicolons or spaces between;
+    a list in brackets with quoted codes, ``ICD: ["I10", "E11.9"]``, reads the same; ``ICD: []`` is empty).
 
     Returns:
         The set of normalised codes (empty when the line lists none), or ``None`` when there is no
@@ -232,6 +230,9 @@ def parse_icd(text: str | None) -> frozenset[str] | None:
     block = _block_after(text or "", r"ICD(?:-?(?:9|10)(?:-CM)?)?")
     if block is None:
         return None
+    block = block.strip()
+    if block.startswith("[") and block.endswith("]"):
+        block = block[1:-1].replace('"', " ").replace("'", " ")
     codes = [normalize_icd(item) for item in re.split(r"[,;\s]+", block) if item.strip(" .")]
     return None if None in codes else frozenset(codes)
 

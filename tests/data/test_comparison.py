@@ -252,17 +252,3 @@ def test_llava_classic_without_token_puts_the_image_first_and_checks_counts():
         llava.from_llava_classic(bad, "train")
     with pytest.raises(AdapterError, match=r"conversations\[1\]\.from is 'bot'"):
         llava.from_llava_classic({**record, "conversations": [record["conversations"][0], {"from": "bot"}]}, "val")
-
-
-def test_curriculum_record_becomes_a_two_turn_report():
-    record = {"image": "files/p10/s1/view.jpg", "prompt": "Patient Data: {Age: 71}\nImage:<image>\nAnswer Impression.",
-              "target": "Impression: no acute process.", "mode": "image_ehr", "stage": "B"}
-    sample = curriculum.from_curriculum(record, 3, "train", cohort_name="mimic")
-    assert sample["id"] == "mimic_report_train_000003" and sample["task"] == "report"
-    assert [p["type"] for p in sample["conversations"][0]["content"]] == ["text", "image", "text"]
-    assert sample["conversations"][0]["content"][0]["text"] == "Patient Data: {Age: 71}\nImage:"
-    assert sample["conversations"][1]["content"][0]["text"] == "Impression: no acute process."
-    assert sample["metadata"] == {"split": "train", "domain": "chest", "stage": "B", "mode": "image_ehr"}
-    assert validate_sample(sample, expected_split="train") == []
-    with pytest.raises(AdapterError, match=r"curriculum record 4: missing key\(s\) \['target'\]"):
-        curriculum.from_curriculum({"image": "x", "prompt": "p"}, 4, "train")
