@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from brainvlm.model.convert import convert, is_original_layout
 from brainvlm.model.templates import FAMILY_TEMPLATES, attach_template, family_from_config, stop_token_ids
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -102,7 +103,8 @@ def prepare_for_chat(model: Any, processor: Any, family: str | None = None) -> s
 
 def load(name_or_path: str | Path, dtype: str | torch.dtype = "float32", device_map: Any = None,
          load_in_4bit: bool = False, revision: str | None = None, trust_remote_code: bool = False,
-         family: str | None = None, image_backend: str | None = "pil") -> tuple[Any, Any]:
+         family: str | None = None, image_backend: str | None = "pil",
+         vision_tower: str | None = None) -> tuple[Any, Any]:
     """Load a LLaVA-family checkpoint (hub id or local directory) and its processor, ready for chat.
 
     Args:
@@ -113,6 +115,9 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype = "float32", device_
         revision, trust_remote_code: passed to ``from_pretrained``.
         family: chat family (``chatml``/``vicuna``/``mistral``/``llama3``); detected when None.
         image_backend: image processor variant (``"pil"`` needs no torchvision; None = checkpoint default).
+        vision_tower: for an original-layout LLaVA/LLaVA-Med folder, the CLIP tower to use instead of its
+            ``mm_vision_tower`` (a local folder, for offline use). Such a folder is converted once
+            (``brainvlm.model.convert``) and the converted copy loaded.
 
     Returns:
         ``(model, processor)``; ``model_family(model)`` names the family used.
@@ -120,6 +125,8 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype = "float32", device_
     from transformers import AutoModelForImageTextToText
 
     source = resolve_source(name_or_path)
+    if Path(source).is_dir() and is_original_layout(source):
+        source = str(convert(source, vision_tower))
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype), "revision": revision,
                               "trust_remote_code": trust_remote_code}
     if device_map is not None:
