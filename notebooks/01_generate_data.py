@@ -84,7 +84,7 @@ table.head()
 # here with an error. Row-level problems (a missing target, a missing image, a target outside the task's
 # `valid_range`, and with `check_images: readable` an unreadable, 4D, non-finite or constant volume) are
 # exclusions, counted and listed below; `strict: true` turns them into errors. No row disappears silently.
-# All tasks share one split of the cohort (stratified jointly on every task's target), so a subject is in
+# All tasks share one split of the cohort (stratified on the first task's target), so a subject is in
 # the same split and pool in every task.
 
 # %%

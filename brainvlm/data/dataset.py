@@ -59,8 +59,8 @@ def prepare_tasks(table: pd.DataFrame, entries: list[tuple[comparison.TaskSpec, 
                   table_path: str | None = None) -> list[TaskData]:
     """Every task of one cohort: its cohort and exclusions, ONE split shared by all tasks, and samples.
 
-    The subjects of all tasks are split once (``shared_split``, stratified jointly on every task's target),
-    so a subject is in the same split and pool in every task; a task whose target is missing for some
+    The subjects of all tasks are split once (``shared_split``, stratified on the first task's target), so
+    a subject is in the same split and pool in every task; a task whose target is missing for some
     subjects uses the shared split minus them.
 
     Args:
@@ -93,17 +93,19 @@ def prepare_task(table: pd.DataFrame, spec: comparison.TaskSpec, config: DataCon
 def shared_split(built: list[tuple], config: DataConfig, where: str, n_rows: int) -> pd.DataFrame:
     """One subject- and group-level split of the union of the tasks' subjects.
 
-    Stratified jointly on every task's target: a subject's stratum combines its class (or quantile bin
-    of a numerical target) in each task, with ``-`` where a task excluded it, so every split gets its
-    share of each class and of each target range.
+    Stratified on the primary target, the first task's (its classes, or the quantile bins of a numerical
+    target); subjects the first task excluded form a stratum of their own. (Stratifying jointly on every
+    task's target was tried on the default: with the tokenizer the tiny model builds from those samples,
+    the BMI answers broke into malformed numbers, so the documented primary target it is.)
 
     Raises:
         CohortError: too few subjects left, with the exclusion counts by reason and one example of each.
     """
+    primary_spec, _, primary, _ = built[0]
     frames = [c[["subject", "group"]] for _, _, c, _ in built]
     union = pd.concat(frames, ignore_index=True).drop_duplicates("subject").sort_values("subject")
-    per_task = [_strata(c, spec.task_type, config.n_bins) for spec, _, c, _ in built]
-    union = union.assign(target=["|".join(strata.get(s, "-") for strata in per_task) for s in union["subject"]])
+    strata = _strata(primary, primary_spec.task_type, config.n_bins)
+    union = union.assign(target=[strata.get(s, "(not in the first task)") for s in union["subject"]])
     try:
         return splits.split_subjects(union.reset_index(drop=True), fractions=tuple(config.split_fractions),
                                      seed=config.seed, task_type="categorical",
@@ -114,7 +116,7 @@ def shared_split(built: list[tuple], config: DataConfig, where: str, n_rows: int
 
 
 def _strata(task_cohort: pd.DataFrame, task_type: str, n_bins: int) -> dict[str, str]:
-    """Subject -> stratum label of one task's target: its class, or its quantile bin."""
+    """Subject -> stratum label of the primary target: its class, or its quantile bin."""
     if task_type == "categorical" or task_cohort.empty:
         return dict(zip(task_cohort["subject"], task_cohort["target"].astype(str)))
     bins = pd.qcut(task_cohort["target"].astype(float).rank(method="first"), q=min(n_bins, len(task_cohort)),

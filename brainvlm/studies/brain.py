@@ -13,6 +13,7 @@ settings carry the prefix ``brain_`` (``brain_lr``); the keys shared by every st
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,14 @@ def vocabulary_texts(manifest: dict[str, Any]) -> list[str]:
     return sorted(texts)
 
 
+BASE_RECORD = "brainvlm_base.json"  # what a built tiny base was built from
+
+
 def base_model(model: str, seed: int, run_dir: Path, manifest: dict[str, Any]) -> str:
     """The checkpoint to load: the embedded default built under ``models/base`` (rank 0), or ``model`` itself.
+
+    The tiny default's tokenizer is trained on the run's training texts, so a base built for other data
+    (an earlier run of the same name) is rebuilt, never reused: its inputs are recorded beside it.
 
     Args:
         model: ``tiny``, ``tiny-real-size``, a local checkpoint path or a hub id.
@@ -134,8 +141,14 @@ def base_model(model: str, seed: int, run_dir: Path, manifest: dict[str, Any]) -
     if model not in TINY_MODELS:
         return model
     out = Path(run_dir) / "models" / ("base" if model == "tiny" else "base-real-size")
-    if distributed.world()[0] == 0 and not (out / "config.json").is_file():
-        tiny.build_tiny_model(out, seed=seed, vocab_texts=vocabulary_texts(manifest), size=TINY_MODELS[model])
+    texts = vocabulary_texts(manifest)
+    inputs = {"seed": seed, "size": TINY_MODELS[model],
+              "texts_sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()}
+    built = (out / BASE_RECORD).is_file() and read_json(out / BASE_RECORD) == inputs
+    if distributed.world()[0] == 0 and not built:
+        shutil.rmtree(out, ignore_errors=True)
+        tiny.build_tiny_model(out, seed=seed, vocab_texts=texts, size=TINY_MODELS[model])
+        write_json(inputs, out / BASE_RECORD)
     distributed.barrier()
     return str(out)
 
