@@ -57,3 +57,19 @@ def test_the_command_line_checks_keys_as_run_does(tmp_path):
 def test_settings_without_every_key_are_an_error_naming_them():
     with pytest.raises(brain.SettingsError, match=r"training settings missing: \['seed', 'model'.*notebook 04"):
         brain.settings_for({}, "sex")
+
+
+def test_the_tiny_base_is_rebuilt_when_the_runs_training_texts_change(tmp_path):
+    def manifest(text: str) -> dict:
+        sample = {"conversations": [{"role": "user", "content": [{"type": "text", "text": text}]}]}
+        path = tmp_path / f"{abs(hash(text))}.jsonl"
+        path.write_text(json.dumps(sample) + "\n")
+        return {"tasks": {"t": {"files": {"train": str(path)}}}}
+
+    first = Path(brain.base_model("tiny", 0, tmp_path, manifest("a scan of a male participant")))
+    tokenizer = (first / "tokenizer.json").read_bytes()
+    assert brain.base_model("tiny", 0, tmp_path, manifest("a scan of a male participant")) == str(first)
+    assert (first / "tokenizer.json").read_bytes() == tokenizer  # same inputs: kept
+    brain.base_model("tiny", 0, tmp_path, manifest("a BMI z-score of 0.42 and 1.37"))
+    assert (first / "tokenizer.json").read_bytes() != tokenizer  # other training texts: rebuilt
+    assert json.loads((first / brain.BASE_RECORD).read_text())["seed"] == 0
