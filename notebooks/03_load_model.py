@@ -35,6 +35,8 @@ brain_view_size: int = 32  # view edge in pixels (the tiny default's image size)
 brain_preview_task: str = "sex"  # task whose first training sample is rendered
 
 # %%
+from pathlib import Path
+
 import pandas as pd
 from IPython.display import HTML, display
 
@@ -52,7 +54,8 @@ manifest = dataset.read_manifest(run_dir)
 checkpoint = brain.base_model(model, seed, run_dir, manifest)
 vlm, processor = load(checkpoint, dtype=dtype, load_in_4bit=load_in_4bit)
 family = model_family(vlm)
-print(f"{type(vlm).__name__} from {checkpoint}; chat family: {family}")
+shown = Path(checkpoint).relative_to(run_dir) if Path(checkpoint).is_relative_to(run_dir) else checkpoint
+print(f"{type(vlm).__name__} from {shown}; chat family: {family}")
 
 # %% [markdown]
 # ## Size

@@ -39,8 +39,9 @@ def _jsonable(value: Any) -> Any:
 
 def non_finite_path(data: Any, path: str = "$") -> str | None:
     """The JSON path of the first NaN or infinite number in ``data`` (``None`` when every number is finite)."""
-    if isinstance(data, float) or hasattr(data, "item") and isinstance(data.item(), float):
-        return None if math.isfinite(float(data)) else path
+    value = data.item() if hasattr(data, "item") else data  # NumPy scalars
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
     if isinstance(data, dict):
         for key, value in data.items():
             found = non_finite_path(value, f"{path}.{key}")

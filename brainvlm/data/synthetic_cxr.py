@@ -23,7 +23,6 @@ Design (so that a correctly wired pipeline learns each part, and an image- or EH
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -133,14 +132,3 @@ def make_synthetic_cxr(out_dir: str | Path, n_patients: int = 120, seed: int = 0
     path = out / REPORTS
     table.to_csv(path, index=False, lineterminator="\n")
     return path
-
-
-def planted(table: pd.DataFrame) -> dict[str, list[str]]:
-    """Which ICD codes the image determines and which only the EHR does (for the EHR on/off analysis)."""
-    return {"image": sorted(set(IMAGE_ICD.values())), "ehr": sorted(HISTORY_ICD.values())}
-
-
-def prevalence(table: pd.DataFrame) -> pd.Series:
-    """Share of studies with each planted observation positive (1) or uncertain (-1)."""
-    return pd.Series({name: float(np.mean([v not in ("", 0, "0") and not (isinstance(v, float) and math.isnan(v))
-                                           for v in table[name]])) for name in FINDING_RATE})

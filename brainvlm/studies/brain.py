@@ -13,7 +13,6 @@ settings carry the prefix ``brain_`` (``brain_lr``); the keys shared by every st
 from __future__ import annotations
 
 import hashlib
-import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,11 @@ from brainvlm.data import dataset
 from brainvlm.data.views import ViewConfig
 from brainvlm.data.volume_cache import VolumeCache
 from brainvlm.eval import generate
-from brainvlm.model import collate, lora, preflight, templates, tiny
-from brainvlm.model.loader import load, model_family
+from brainvlm.model import collate, lora, preflight, templates
+from brainvlm.model.loader import model_family
 from brainvlm.studies import SHARED_PARAMS
+from brainvlm.studies.base import base_checkpoint
+from brainvlm.studies.base import load_base as shared_load_base
 from brainvlm.train import distributed
 from brainvlm.train.config import Stage, TrainConfig
 from brainvlm.train.fit import FitResult, fit
@@ -37,7 +38,6 @@ NAME = "brain"
 PREFIX = "brain_"
 TRAIN_NOTEBOOK = "04"  # declares every training setting; its parameters cell holds their defaults
 SETTINGS_FILE = "settings.json"
-TINY_MODELS = {"tiny": "tiny", "tiny-real-size": "real"}  # built locally with random weights
 
 
 class SettingsError(ValueError):
@@ -125,32 +125,10 @@ def vocabulary_texts(manifest: dict[str, Any]) -> list[str]:
     return sorted(texts)
 
 
-BASE_RECORD = "brainvlm_base.json"  # what a built tiny base was built from
-
-
 def base_model(model: str, seed: int, run_dir: Path, manifest: dict[str, Any]) -> str:
-    """The checkpoint to load: the embedded default built under ``models/base`` (rank 0), or ``model`` itself.
-
-    The tiny default's tokenizer is trained on the run's training texts, so a base built for other data
-    (an earlier run of the same name) is rebuilt, never reused: its inputs are recorded beside it.
-
-    Args:
-        model: ``tiny``, ``tiny-real-size``, a local checkpoint path or a hub id.
-        seed: initialisation seed of the tiny default.
-    """
-    if model not in TINY_MODELS:
-        return model
-    out = Path(run_dir) / "models" / ("base" if model == "tiny" else "base-real-size")
-    texts = vocabulary_texts(manifest)
-    inputs = {"seed": seed, "size": TINY_MODELS[model],
-              "texts_sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()}
-    built = (out / BASE_RECORD).is_file() and read_json(out / BASE_RECORD) == inputs
-    if distributed.world()[0] == 0 and not built:
-        shutil.rmtree(out, ignore_errors=True)
-        tiny.build_tiny_model(out, seed=seed, vocab_texts=texts, size=TINY_MODELS[model])
-        write_json(inputs, out / BASE_RECORD)
-    distributed.barrier()
-    return str(out)
+    """The run's base checkpoint: ``model``, or the tiny default built under ``models/base`` for its texts."""
+    folder = "base" if model != "tiny-real-size" else "base-real-size"
+    return base_checkpoint(model, seed, Path(run_dir) / "models" / folder, vocabulary_texts(manifest))
 
 
 def collate_config(settings: TrainSettings, image_root: str) -> collate.CollateConfig:
@@ -181,11 +159,8 @@ class TrainedTask:
 
 
 def load_base(base: str, settings: TrainSettings) -> tuple[Any, Any]:
-    """The base model and processor on this process's device (4-bit weights are placed by the loader)."""
-    device = distributed.local_device()
-    model, processor = load(base, dtype=settings.dtype, load_in_4bit=settings.load_in_4bit,
-                            device_map={"": device} if settings.load_in_4bit else None)
-    return (model if settings.load_in_4bit else model.to(device)), processor
+    """The base model and processor on this process's device."""
+    return shared_load_base(base, settings.dtype, settings.load_in_4bit)
 
 
 def train(params: dict[str, Any], task: str, run_dir: Path, train_samples: list[dict] | None = None,

@@ -29,9 +29,10 @@ from brainvlm.core.seeding import set_seed
 from brainvlm.data import splits
 from brainvlm.data.adapters.curriculum import from_curriculum
 from brainvlm.eval import answers, generate
-from brainvlm.model import collate, lora, templates, tiny
-from brainvlm.model.loader import load, model_family
+from brainvlm.model import collate, lora, templates
+from brainvlm.model.loader import model_family
 from brainvlm.studies import SHARED_PARAMS
+from brainvlm.studies.base import base_checkpoint, load_base
 from brainvlm.train import distributed
 from brainvlm.train.config import Stage, TrainConfig
 from brainvlm.train.fit import FitResult, fit
@@ -184,28 +185,10 @@ class Trained:
     output_dir: Path
 
 
-def base_model(settings: ReportSettings, run_dir: Path, texts: list[str]) -> str:
-    """The checkpoint: the tiny default built under ``models/report_base`` for these texts, or the param."""
-    if settings.model != "tiny":
-        return settings.model
-    out = Path(run_dir) / "models" / "report_base"
-    if distributed.world()[0] == 0 and not (out / "config.json").is_file():
-        tiny.build_tiny_model(out, seed=settings.seed, vocab_texts=sorted(set(texts)))
-    distributed.barrier()
-    return str(out)
-
-
 def vocabulary(samples: list[dict]) -> list[str]:
     """Every text part of the samples (the tiny default's tokenizer is trained on them)."""
     return [p["text"] for s in samples for turn in s["conversations"] for p in turn["content"]
             if p["type"] == "text"]
-
-
-def load_base(base: str, settings: ReportSettings) -> tuple[Any, Any]:
-    device = distributed.local_device()
-    model, processor = load(base, dtype=settings.dtype, load_in_4bit=settings.load_in_4bit,
-                            device_map={"": device} if settings.load_in_4bit else None)
-    return (model if settings.load_in_4bit else model.to(device)), processor
 
 
 def train(params: dict[str, Any], task: str, run_dir: Path, name: str | None = None, resume: bool = False,
@@ -216,8 +199,9 @@ def train(params: dict[str, Any], task: str, run_dir: Path, name: str | None = N
     manifest = read_data(Path(run_dir) / "data" / task)
     train_samples = read_jsonl(manifest["files"]["train"])
     val = [s for s in read_jsonl(manifest["files"]["val"]) if s["metadata"]["mode"] == "image_ehr"]
-    base = base_model(settings, run_dir, vocabulary(train_samples))
-    model, processor = load_base(base, settings)
+    base = base_checkpoint(settings.model, settings.seed, Path(run_dir) / "models" / "report_base",
+                           sorted(set(vocabulary(train_samples))))
+    model, processor = load_base(base, settings.dtype, settings.load_in_4bit)
     model = lora.add_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, seed=settings.seed)
     schedule = stage_samples(train_samples, settings)
     schedule[-1].val = val[: settings.val_samples]

@@ -14,7 +14,7 @@ import pytest
 
 from brainvlm.app.runner import run
 from brainvlm.core.paths import PARAMS_DIR, PROJECT_ROOT
-from brainvlm.studies import brain
+from brainvlm.studies import base, brain
 
 
 def cli_train(params: Path, run_dir: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
@@ -72,4 +72,4 @@ def test_the_tiny_base_is_rebuilt_when_the_runs_training_texts_change(tmp_path):
     assert (first / "tokenizer.json").read_bytes() == tokenizer  # same inputs: kept
     brain.base_model("tiny", 0, tmp_path, manifest("a BMI z-score of 0.42 and 1.37"))
     assert (first / "tokenizer.json").read_bytes() != tokenizer  # other training texts: rebuilt
-    assert json.loads((first / brain.BASE_RECORD).read_text())["seed"] == 0
+    assert json.loads((first / base.BASE_RECORD).read_text())["seed"] == 0

@@ -1,0 +1,50 @@
+"""The base checkpoint of a study's run, shared by every study: built (tiny default) or named, then loaded.
+
+The tiny default's tokenizer is trained on the run's training texts, so a base built for other data (an
+earlier run of the same name) is rebuilt, never reused: what it was built from is recorded beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+from brainvlm.core.jsonio import read_json, write_json
+from brainvlm.model import tiny
+from brainvlm.model.loader import load
+from brainvlm.train import distributed
+
+TINY_MODELS = {"tiny": "tiny", "tiny-real-size": "real"}  # built locally with random weights
+BASE_RECORD = "brainvlm_base.json"  # what a built tiny base was built from
+
+
+def base_checkpoint(model: str, seed: int, out_dir: Path, texts: list[str]) -> str:
+    """The checkpoint to load: ``model`` itself, or the tiny default built in ``out_dir`` (rank 0) for ``texts``.
+
+    Args:
+        model: ``tiny``, ``tiny-real-size``, a local checkpoint path or a hub id.
+        seed: initialisation seed of the tiny default.
+        texts: the run's training texts (the tiny tokenizer's corpus), sorted for determinism.
+    """
+    if model not in TINY_MODELS:
+        return model
+    out = Path(out_dir)
+    inputs = {"seed": seed, "size": TINY_MODELS[model],
+              "texts_sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()}
+    built = (out / BASE_RECORD).is_file() and read_json(out / BASE_RECORD) == inputs
+    if distributed.world()[0] == 0 and not built:
+        shutil.rmtree(out, ignore_errors=True)
+        tiny.build_tiny_model(out, seed=seed, vocab_texts=texts, size=TINY_MODELS[model])
+        write_json(inputs, out / BASE_RECORD)
+    distributed.barrier()
+    return str(out)
+
+
+def load_base(base: str, dtype: str, load_in_4bit: bool) -> tuple[Any, Any]:
+    """The base model and processor on this process's device (4-bit weights are placed by the loader)."""
+    device = distributed.local_device()
+    model, processor = load(base, dtype=dtype, load_in_4bit=load_in_4bit,
+                            device_map={"": device} if load_in_4bit else None)
+    return (model if load_in_4bit else model.to(device)), processor
