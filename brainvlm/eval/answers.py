@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
+from brainvlm.data.concept_map import ConceptMapper
 from brainvlm.data.curriculum import CHEXPERT_14
 
 CHEXPERT_5 = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
@@ -241,18 +242,27 @@ def _normalize_name(name: str) -> str:
     return " ".join(name.lower().split()).strip(" .")
 
 
-def parse_concepts(text: str | None, names: Mapping[str, str] | None = None) -> frozenset[str] | None:
+def _concept_of(item: str, mapper: ConceptMapper) -> str:
+    """The CUI of a concept name through the mapper, else the name lower-cased (counted, never dropped)."""
+    return mapper.map(item).cui or _normalize_name(item)
+
+
+def parse_concepts(text: str | None,
+                   names: Mapping[str, str] | ConceptMapper | None = None) -> frozenset[str] | None:
     """The concepts of a ``Concepts: C0032285; C0040405`` line, as UMLS CUIs where known.
 
-    Items are separated by ``;`` (or ``,`` when the line has no ``;``). A CUI is upper-cased; a name is
-    lower-cased and mapped to its CUI through ``names`` (name -> CUI, case-insensitive) when listed
-    there, else kept as the name. Without a ``Concepts:`` marker the whole text is read, but only if
-    every item is a CUI.
+    Items are separated by ``;`` (or ``,`` when the line has no ``;``); empty items (a stray ``;``) are
+    skipped, since this reads model output leniently (a submission file is scored raw: ``eval.clef``).
+    A CUI is upper-cased; a name is mapped to its CUI through ``names``, a
+    :class:`~brainvlm.data.concept_map.ConceptMapper` (the one mapping path for model output and user files:
+    exact, normalised, word order, fuzzy) or a plain name -> CUI mapping turned into one (build the mapper
+    once for a large table); a name it cannot map is kept lower-cased. Without a ``Concepts:`` marker the
+    whole text is read, but only if every item is a CUI.
 
     Returns:
         The set of concepts, or ``None`` when the text cannot be read as a concept list.
     """
-    lookup = {_normalize_name(k): v.upper() for k, v in (names or {}).items()}
+    mapper = names if isinstance(names, ConceptMapper) else ConceptMapper.from_names(names or {})
     block = _block_after(text or "", "Concepts")
     marked = block is not None
     block = block if marked else (text or "")
@@ -263,5 +273,5 @@ def parse_concepts(text: str | None, names: Mapping[str, str] | None = None) -> 
     concepts = set()
     for item in items:
         item = item.strip(" .")
-        concepts.add(item.upper() if _CUI.match(item) else lookup.get(_normalize_name(item), _normalize_name(item)))
+        concepts.add(item.upper() if _CUI.match(item) else _concept_of(item, mapper))
     return frozenset(concepts)

@@ -1,0 +1,250 @@
+"""ImageCLEF submission files: a test per scoring rule, an invalid file per format rule, the writers, and a
+property test against a restatement of the official evaluator's per-image loop."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from functools import cache
+from pathlib import Path
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import f1_score
+
+from brainvlm.eval import clef
+
+IDS = [str(i) for i in range(1, 13)]  # not zero-padded: sorted as text they read 1, 10, 11, 12, 2, ...
+
+
+def _file(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+def _score(tmp_path: Path, gold: str, submission: str, manual: str | None = None, **kwargs) -> dict:
+    paths = [_file(tmp_path / name, text) for name, text in (("gold.csv", gold), ("sub.csv", submission))]
+    manual_path = None if manual is None else _file(tmp_path / "manual.csv", manual)
+    return clef.evaluate_clef_files(*paths, manual_path, **kwargs)
+
+
+# ------------------------------------------------------------------------------------ scoring rules
+def test_a_trailing_semicolon_is_an_empty_concept(tmp_path):
+    gold = "ID,CUIs\n1,C0000001;C0000002\n"
+    assert _score(tmp_path, gold, "ID,CUIs\n1,C0000001;C0000002\n")["primary"] == 1.0
+    assert _score(tmp_path, gold, "ID,CUIs\n1,C0000001;C0000002;\n")["primary"] == pytest.approx(0.8)
+
+
+def test_both_sides_are_upper_cased_and_tokens_stripped(tmp_path):
+    gold = "ID,CUIs\n1,c0000001; C0000002\n"
+    assert _score(tmp_path, gold, "ID,CUIs\n1,C0000002 ;c0000001\n")["primary"] == 1.0
+
+
+def test_an_empty_prediction_scores_zero_against_concepts(tmp_path):
+    assert _score(tmp_path, "ID,CUIs\n1,C0000001\n", "ID,CUIs\n1,\n")["primary"] == 0.0
+
+
+def test_a_gold_row_without_concepts_counts_and_scores_one_only_against_an_empty_row(tmp_path):
+    gold = "ID,CUIs\n1,\n2,C0000001\n"
+    assert _score(tmp_path, gold, "ID,CUIs\n1,\n2,C0000001\n")["primary"] == 1.0
+    result = _score(tmp_path, gold, "ID,CUIs\n1,C0000001\n2,C0000001\n")
+    assert result["primary"] == 0.5 and result["n_images"] == 2
+
+
+def test_a_row_with_no_comma_has_no_token_and_scores_zero(tmp_path):
+    assert _score(tmp_path, "ID,CUIs\n1,C0000001\n", "ID,CUIs\n1\n")["primary"] == 0.0
+    assert _score(tmp_path, "ID,CUIs\n1,\n", "ID,CUIs\n1\n")["primary"] == 0.0   # not even the empty token
+
+
+def test_the_secondary_score_keeps_allowed_concepts_and_leaves_out_images_without_one(tmp_path):
+    gold = "ID,CUIs\n1,C0040405;C0000001\n2,C0000002\n3,C0817096\n"
+    manual = "ID,CUIs\n1,C0040405\n2,\n3,C0817096\n"
+    submission = "ID,CUIs\n1,C0040405;C0000009\n2,C0024485\n3,\n"
+    result = _score(tmp_path, gold, submission, manual)
+    assert result["primary"] == pytest.approx((0.5 + 0 + 0) / 3)      # image 1: 1 hit, 2 gold, 2 predicted
+    assert result["secondary"] == pytest.approx((1.0 + 0.0) / 2)      # image 2 left out: no allowed gold
+    assert result["n_images_secondary"] == 2 and len(result["allowed_cuis"]) == 15
+    only_ct = _score(tmp_path, gold, submission, manual, allowed=["C0040405"])
+    assert only_ct["secondary"] == 1.0 and only_ct["n_images_secondary"] == 1
+    assert _score(tmp_path, gold, submission, "ID,CUIs\n1,\n2,\n3,\n")["secondary"] is None
+
+
+def test_the_2025_2026_allow_list():
+    assert len(clef.MANUAL_CUIS) == 15 and clef.MANUAL_CUIS["C0040405"] == "X-Ray Computed Tomography"
+    assert {"C0024485", "C0041618", "C1306645", "C0002978", "C0032743", "C0920367", "C0817096", "C0000726",
+            "C0030797", "C0037949", "C0037303", "C0023216", "C1140618", "C0006141"} < set(clef.MANUAL_CUIS)
+
+
+def test_per_image_scores_come_in_gold_order_for_a_paired_bootstrap(tmp_path):
+    gold = "ID,CUIs\n" + "".join(f"{i},C0000001\n" for i in IDS)
+    submission = "ID,CUIs\n" + "".join(f"{i},{'C0000001' if int(i) % 2 else ''}\n" for i in IDS)
+    paths = [_file(tmp_path / "gold.csv", gold), _file(tmp_path / "sub.csv", submission)]
+    table = clef.clef_per_image(*paths, paths[0])
+    assert list(table["id"]) == IDS
+    assert list(table["primary"]) == [1.0, 0.0] * 6 and list(table["secondary"].isna()) == [True] * 12
+    out = tmp_path / "per_image.csv"
+    assert clef.evaluate_clef_files(*paths, per_image_out=out)["primary"] == 0.5
+    assert out.read_text(encoding="utf-8").splitlines()[:3] == ["id,primary", "1,1.0", "2,0.0"]
+
+
+@pytest.mark.parametrize(("submission", "says"), [
+    ("ID,CUIs\n1,C1\n1,C1\n2,\n", "row 3: the id '1' repeats"),
+    ("ID,CUIs\n1,C1\n3,\n", "row 3: the id '3' is not in the gold file"),
+    ("ID,CUIs\n1,C1\n", "1 gold images have no row (first ten: ['2'])"),
+    ("ID,CUIs\n1,C1;C1\n2,\n", "row 2: a concept appears twice"),
+    ("ID,CUIs\n1," + ";".join(f"C{i}" for i in range(101)) + "\n2,\n", "row 2: 101 concepts"),
+    ("ID,CUIs\n1,C1,C2\n2,\n", "row 2: 3 fields"),
+    ("ID,CUIs\n1,C1\n\n2,\n", "row 3: blank line"),
+    ("CUIs\n1,C1\n2,\n", "row 1: the header ['CUIs'] does not start with ID"),
+])
+def test_a_file_the_evaluator_refuses_is_an_error_naming_the_row(tmp_path, submission, says):
+    with pytest.raises(clef.SubmissionError, match="sub.csv") as info:
+        _score(tmp_path, "ID,CUIs\n1,C1\n2,C2\n", submission)
+    assert says in str(info.value)
+
+
+# ---------------------------------------------------------------------------------- the format check
+VALID_CONCEPTS = "ID,CUIs\n" + "".join(f"{i},C0040405;C0817096\n" for i in IDS)
+
+
+def _rest(start: int) -> str:
+    """Valid caption rows for the images from ``IDS[start]`` on."""
+    return "".join(f"{i},x\n" for i in IDS[start:])
+
+
+INVALID = [  # one hand-written file per rule: (kind, file content, rule, row)
+    ("concepts", "ID,CUI\n" + VALID_CONCEPTS.split("\n", 1)[1], "header", 1),
+    ("concepts", b"\xef\xbb\xbf" + VALID_CONCEPTS.encode(), "bom", 1),
+    ("concepts", VALID_CONCEPTS.encode().replace(b"3,C0040405", b"3,C004\xe9405"), "encoding", 4),
+    ("concepts", VALID_CONCEPTS.replace("\n5,", "\n\n5,"), "blank", 6),
+    ("concepts", VALID_CONCEPTS + "\n", "blank", 14),
+    ("concepts", VALID_CONCEPTS.replace("4,C0040405;C0817096", "4"), "comma", 5),
+    ("concepts", VALID_CONCEPTS.replace("4,C0040405;C0817096", "4,C0040405,C0817096"), "columns", 5),
+    ("concepts", VALID_CONCEPTS.replace("\n4,", "\n4 ,"), "whitespace", 5),
+    ("concepts", VALID_CONCEPTS.replace("C0817096\n4", "C0817096 \n4"), "whitespace", 4),
+    ("concepts", VALID_CONCEPTS.replace("4,C0040405;", "4,C0040405; "), "whitespace", 5),
+    ("concepts", VALID_CONCEPTS.replace("\n4,C0040405;", "\n3,C0040405;"), "duplicate-id", 5),
+    ("concepts", VALID_CONCEPTS.replace("\n12,", "\n13,"), "unknown-id", 13),
+    ("concepts", "ID,CUIs\n" + "".join(f"{i},C0040405\n" for i in sorted(IDS)), "order", 6),
+    ("concepts", VALID_CONCEPTS.replace("12,C0040405;C0817096\n", ""), "missing-id", None),
+    ("concepts", VALID_CONCEPTS.replace("7,C0040405;C0817096", "7,C0040405;C0817096;"), "empty-cui", 8),
+    ("concepts", VALID_CONCEPTS.replace("7,C0040405;C0817096", "7,C0040405;;C0817096"), "empty-cui", 8),
+    ("concepts", VALID_CONCEPTS.replace("7,C0040405", "7,c0040405"), "cui-format", 8),
+    ("concepts", VALID_CONCEPTS.replace("7,C0040405", "7,X-ray CT"), "cui-format", 8),
+    ("concepts", VALID_CONCEPTS.replace("7,C0040405;C0817096", "7,C0040405;C0040405"), "duplicate-cui", 8),
+    ("concepts", VALID_CONCEPTS.replace("7,C0040405;C0817096", "7," + ";".join(f"C{i}" for i in range(101))),
+     "too-many", 8),
+    ("captions", "ID,Caption\n1,CT of the chest\n2,\n" + _rest(2), "empty-caption", 3),
+    ("captions", 'ID,Caption\n1,"CT of the\nchest"\n' + _rest(1), "line-break", 2),
+    ("captions", "ID,Caption\n1,CT of the chest, axial\n" + _rest(1), "quoting", 2),
+    ("captions", 'ID,Caption\n1,"CT, axial" chest\n' + _rest(1), "quoting", 2),
+]
+
+
+@pytest.mark.parametrize(("kind", "content", "rule", "row"), INVALID)
+def test_each_rule_has_an_invalid_file_that_breaks_it(tmp_path, kind, content, rule, row):
+    violations = clef.check_submission(_file(tmp_path / "S.csv", content), IDS, kind)
+    assert (rule, row) in {(v.rule, v.row) for v in violations}, [str(v) for v in violations]
+
+
+def test_every_violation_is_reported_with_its_row(tmp_path):
+    content = "ID,CUIs \n1,C0040405;\n2\n2,c1\n13,C1;C1\n"
+    violations = clef.check_submission(_file(tmp_path / "S.csv", content), IDS[:3])
+    assert [(v.rule, v.row) for v in violations] == [
+        ("header", 1), ("empty-cui", 2), ("comma", 3), ("duplicate-id", 4), ("cui-format", 4),
+        ("unknown-id", 5), ("duplicate-cui", 5), ("missing-id", None)]
+    assert str(violations[0]) == "row 1: the header is 'ID,CUIs '; it must be exactly 'ID,CUIs'"
+    assert str(violations[-1]).startswith("file: 1 ids of the ids file have no row (first ten: ['3'])")
+
+
+def test_the_writers_write_files_that_pass_the_check(tmp_path):
+    concepts = {i: ["c0040405", "C0817096", "C0040405"] if i != "2" else [] for i in IDS}
+    path = clef.write_concepts(tmp_path / "concepts.csv", IDS, concepts)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[:4] == ["ID,CUIs", "1,C0040405;C0817096", "2,", "3,C0040405;C0817096"]
+    assert [line.split(",")[0] for line in lines[1:]] == IDS                 # the ids' order, not sorted
+    assert clef.check_submission(path, IDS) == []
+    captions = {i: f"CT of the chest,\n  slice {i}" for i in IDS} | {"1": 'a "quoted" word'}
+    path = clef.write_captions(tmp_path / "captions.csv", IDS, captions)
+    assert path.read_bytes().startswith(b'ID,Caption\n1,"a ""quoted"" word"\n2,"CT of the chest, slice 2"\n')
+    assert clef.check_submission(path, IDS, "captions") == []
+    ids_file = _file(tmp_path / "ids.csv", "ID,CUIs\n" + "".join(f"{i},\n" for i in IDS))
+    assert clef.read_ids(ids_file) == IDS and clef.check_submission(path, ids_file, "captions") == []
+
+
+@pytest.mark.parametrize(("call", "says"), [
+    (lambda p: clef.write_concepts(p, IDS[:2], {"1": ["C1"]}), "1 ids have no concepts"),
+    (lambda p: clef.write_concepts(p, ["1"], {"1": ["C1"], "2": []}), "1 concepts belong to no id"),
+    (lambda p: clef.write_concepts(p, ["1", "1"], {"1": ["C1"]}), "listed more than once"),
+    (lambda p: clef.write_concepts(p, ["1 "], {"1 ": ["C1"]}), "whitespace at an end"),
+    (lambda p: clef.write_concepts(p, ["1"], {"1": ["chest"]}), "['CHEST'] are not CUIs"),
+    (lambda p: clef.write_concepts(p, ["1"], {"1": [f"C{i}" for i in range(101)]}), "101 concepts"),
+    (lambda p: clef.write_captions(p, ["1"], {"1": " \n "}), "the caption is empty"),
+])
+def test_the_writers_refuse_what_the_challenge_would(tmp_path, call, says):
+    with pytest.raises(ValueError, match=None) as info:
+        call(tmp_path / "S.csv")
+    assert says in str(info.value)
+
+
+def test_the_check_takes_an_ids_file_whose_first_column_is_id(tmp_path):
+    with pytest.raises(ValueError, match="does not start with ID"):
+        clef.read_ids(_file(tmp_path / "ids.csv", "image\n1\n"))
+    with pytest.raises(ValueError, match="kind='caption'"):
+        clef.check_submission(_file(tmp_path / "S.csv", VALID_CONCEPTS), IDS, "caption")
+
+
+# ---------------------------------------------------------------------------------- the property test
+@cache
+def _sklearn_f1(y_true: tuple[int, ...], y_pred: tuple[int, ...]) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an empty prediction: precision undefined, scored 0
+        return float(f1_score(list(y_true), list(y_pred), average="binary"))
+
+
+def _official(gold_fields: dict, predicted_fields: dict, allowed: set | None) -> float | None:
+    """The official per-image loop, restated: raw tokens, upper-cased, F1 over the union of concepts."""
+    max_score, current = len(gold_fields), 0.0
+    for image_id, field in gold_fields.items():
+        gold = tuple(c.strip().upper() for c in field.split(";"))
+        raw = predicted_fields[image_id]
+        predicted = () if raw is None else tuple(c.strip().upper() for c in raw.split(";"))
+        if allowed is not None:
+            gold = tuple(c for c in gold if c in allowed)
+            predicted = tuple(c for c in predicted if c in allowed)
+        if len(gold) == 0:
+            max_score -= 1
+            continue
+        concepts = sorted(set(gold + predicted))
+        y_true, y_pred = tuple(int(c in gold) for c in concepts), tuple(int(c in predicted) for c in concepts)
+        current += _sklearn_f1(y_true, y_pred)
+    return current / max_score if max_score else None
+
+
+TOKENS = st.sampled_from(["C0040405", "c0040405", "C0817096", " C0817096 ", "C0000001", "C0000002",
+                          "c0000002", "", " ", "C0024485"])
+FIELDS = st.lists(TOKENS, max_size=4).map(";".join)  # [] and [""] give "": a row "ID," (the empty token)
+ROWS = st.lists(st.tuples(FIELDS, st.none() | FIELDS), min_size=1, max_size=4)  # (gold, prediction) per image
+ALLOWED = {"C0040405", "C0817096", "C0024485"}
+
+
+@settings(max_examples=10000, deadline=None)
+@given(rows=ROWS)
+@example(rows=[("C0040405;C0817096", "C0040405;C0817096;")])   # a trailing ';': 0.8
+@example(rows=[("", ""), ("C0040405", "")])                      # gold "ID,": 1 against "ID,"; empty: 0
+@example(rows=[("", None), ("C0040405", None)])                  # no comma: no token at all
+@example(rows=[("C0000001", "c0000001;;C0817096"), (" ; ", "C0040405")])   # ';;', case, blank tokens
+@example(rows=[("C0000001", "C0000001")])                        # no allowed gold concept: no secondary
+def test_the_score_equals_the_official_per_image_loop(rows):
+    gold_fields = {str(number): gold for number, (gold, _) in enumerate(rows, 1)}
+    predicted_fields = {str(number): predicted for number, (_, predicted) in enumerate(rows, 1)}
+    gold = {i: clef.concept_tokens(f) for i, f in gold_fields.items()}
+    predicted = {i: clef.concept_tokens(f) for i, f in predicted_fields.items()}
+    for allowed in (None, ALLOWED):
+        ours = clef.mean_score(clef.score_concepts(gold, predicted, allowed).values())
+        official = _official(gold_fields, predicted_fields, allowed)
+        if official is None:                                      # no image counts (the official divides by 0)
+            assert ours is None
+        else:
+            assert ours is not None and math.isclose(ours, official, abs_tol=1e-12)
