@@ -1,4 +1,4 @@
-"""Command line: ``python -m brainvlm {run,validate,evaluate,predict,train} ...``.
+"""Command line: ``python -m brainvlm {run,validate,check-submission,evaluate,predict,train} ...``.
 
 The face of the package: it reads params files and command-line flags and calls the library with
 complete values. Each subcommand's imports are deferred so ``brainvlm validate`` does not load torch.
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     for name, text in (("validate", "check canonical sample JSONL files (see docs/sample_format.md)"),
-                       ("evaluate", "score a predictions JSONL against a samples JSONL"),
+                       ("check-submission", "check an ImageCLEF submission CSV and list every violation"),
+                       ("evaluate", "score predictions against samples, or a submission (--clef-concepts)"),
                        ("predict", "generate answers for a task's split with its trained adapter (resumable)"),
                        ("train", "train one task's LoRA adapter from a params file (torchrun-ready)")):
         sub.add_parser(name, help=text, add_help=False).set_defaults(func=None)
@@ -100,6 +101,31 @@ def main_validate(argv: list[str]) -> int:
     return 0 if n_errors == 0 else 1
 
 
+# -------------------------------------------------------------------------------- check-submission
+def main_check_submission(argv: list[str]) -> int:
+    """``brainvlm check-submission S.csv --ids IDS.csv [--kind concepts|captions]``: every violation of the
+    ImageCLEF format rules with its row; exit 1 if any."""
+    parser = argparse.ArgumentParser(prog="brainvlm check-submission",
+                                     description="Check an ImageCLEFmedical Caption submission file "
+                                                 "(docs/concepts.md).")
+    parser.add_argument("submission", help="the ID,CUIs or ID,Caption CSV to submit")
+    parser.add_argument("--ids", required=True, help="CSV whose first column ID lists the images in order "
+                                                     "(an ids file or the gold file)")
+    parser.add_argument("--kind", default="concepts", choices=["concepts", "captions"])
+    args = parser.parse_args(argv)
+    from brainvlm.eval.clef import check_submission
+
+    try:
+        violations = check_submission(args.submission, args.ids, args.kind)
+    except (ValueError, OSError) as exc:
+        print(f"brainvlm check-submission: {exc}", file=sys.stderr)
+        return 1
+    for violation in violations:
+        print(f"{args.submission} {violation}")
+    print(f"{args.submission}: {len(violations)} violations" if violations else f"{args.submission}: valid")
+    return 1 if violations else 0
+
+
 # ---------------------------------------------------------------------------------------- evaluate
 def _parse_labels(value: str | None) -> dict | list | None:
     """``--labels``: a JSON object, a YAML/JSON file of label -> synonyms, or ``male,female``."""
@@ -128,7 +154,6 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", default=None, help="male,female | JSON object | YAML file of label -> synonyms")
     parser.add_argument("--tokenize", default="ptb", choices=["ptb", "none"], help="text metric tokenisation")
     parser.add_argument("--fallback", type=float, default=None, help="value of an unparseable numeric answer")
-    parser.add_argument("--uncertain", default="ones", choices=["ones", "zeros"], help="CheXpert -1 policy")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (0: no intervals)")
     parser.add_argument("--n-boot-text", type=int, default=200, help="bootstrap replicates for text metrics")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -140,16 +165,50 @@ def evaluate_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def clef_evaluate_parser() -> argparse.ArgumentParser:
+    """Arguments of ``brainvlm evaluate --clef-concepts``."""
+    parser = argparse.ArgumentParser(prog="brainvlm evaluate --clef-concepts",
+                                     description="Score a concept submission as ImageCLEF's evaluator does")
+    parser.add_argument("--clef-concepts", required=True, help="gold ID,CUIs file (primary score)")
+    parser.add_argument("--manual", default=None, help="manually validated ID,CUIs gold (secondary score)")
+    parser.add_argument("--submission", required=True, help="the ID,CUIs submission file")
+    parser.add_argument("--allowed", default=None,
+                        help="comma-separated CUIs of the secondary score (default: the 2025/2026 list)")
+    parser.add_argument("--out", default=None, help="write the scores JSON here")
+    parser.add_argument("--per-image", default=None, help="write the per-image F1 CSV here")
+    return parser
+
+
+def main_evaluate_clef(argv: list[str]) -> int:
+    """``brainvlm evaluate --clef-concepts GOLD.csv [--manual MANUAL.csv] --submission S.csv``: the primary
+    and secondary scores without a model; prints the scores JSON; exit 1 with the error on stderr."""
+    from brainvlm.eval.clef import MANUAL_CUIS, evaluate_clef_files
+
+    args = clef_evaluate_parser().parse_args(argv)
+    allowed = _split(args.allowed) or tuple(MANUAL_CUIS)
+    try:
+        result = evaluate_clef_files(args.clef_concepts, args.submission, args.manual, allowed, out=args.out,
+                                     per_image_out=args.per_image)
+    except (ValueError, OSError) as exc:
+        print(f"brainvlm evaluate: {exc}", file=sys.stderr)
+        return 1
+    print(dumps(result, indent=2))
+    return 0
+
+
 def main_evaluate(argv: list[str]) -> int:
     """Command line: ``brainvlm evaluate --samples S.jsonl --predictions P.jsonl [--metrics a,b] [--out M.json]
-    [--group-by domain]``; prints the metrics JSON; exit status 0, or 1 with the error on stderr."""
+    [--group-by domain]``; prints the metrics JSON; exit status 0, or 1 with the error on stderr.
+    With ``--clef-concepts`` it scores an ImageCLEF submission instead (``main_evaluate_clef``)."""
+    if any(arg.split("=", 1)[0] == "--clef-concepts" for arg in argv):
+        return main_evaluate_clef(argv)
     from brainvlm.eval.evaluate import evaluate_files
 
     args = evaluate_parser().parse_args(argv)
     try:
         result = evaluate_files(args.samples, args.predictions, metrics=_split(args.metrics), out=args.out,
                                 labels=_parse_labels(args.labels), group_by=_split(args.group_by),
-                                tokenize=args.tokenize, fallback=args.fallback, uncertain=args.uncertain,
+                                tokenize=args.tokenize, fallback=args.fallback,
                                 n_boot=args.n_boot, n_boot_text=args.n_boot_text, seed=args.seed, unit=args.unit,
                                 partial=args.partial, labeler=args.labeler)
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
@@ -278,7 +337,8 @@ def main_train(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"validate": main_validate, "evaluate": main_evaluate, "predict": main_predict, "train": main_train}
+COMMANDS = {"validate": main_validate, "check-submission": main_check_submission, "evaluate": main_evaluate,
+            "predict": main_predict, "train": main_train}
 
 
 def main(argv: list[str] | None = None) -> int:

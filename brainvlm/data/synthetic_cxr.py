@@ -57,8 +57,8 @@ def draw(findings: dict[str, int], size: int, rng: np.random.Generator) -> np.nd
         image = np.maximum(image, 0.66 * np.clip(fluid - meniscus, 0, 1) * lungs[0 if side < 0.5 else 1])
     if findings["Consolidation"] != 0:
         side = 0.31 if rng.random() < 0.5 else 0.69
-        patch = images2d.ellipse(size, rng.uniform(0.35, 0.5) + dy, side + dx, 0.09, 0.08, soft=0.05)
-        strength = 0.62 if findings["Consolidation"] == 1 else 0.42
+        patch = images2d.ellipse(size, rng.uniform(0.38, 0.46) + dy, side + dx, 0.13, 0.11, soft=0.05)
+        strength = 0.8 if findings["Consolidation"] == 1 else 0.45
         image = np.maximum(image, strength * patch * (0.8 + 0.2 * texture))
     if findings["Support Devices"] == 1:
         image = np.maximum(image, 0.95 * images2d.line(size, 0.0, 0.5 + dx, 0.45 + dy, 0.47 + dx, width=0.035))
@@ -101,10 +101,13 @@ def _ehr(rng: np.random.Generator) -> dict[str, object]:
 
 
 def icd_codes(findings: dict[str, int], history: str) -> list[str]:
-    """History codes (EHR-determined) and finding codes (image-determined), sorted."""
-    codes = {HISTORY_ICD[t] for t in history.split("; ") if t in HISTORY_ICD}
-    codes |= {code for name, code in IMAGE_ICD.items() if findings[name] == 1}
-    return sorted(codes)
+    """History codes (EHR-determined, in the order of the history) then finding codes (image-determined).
+
+    A coder reads the chart and then the film; the order also lets a small model copy the history terms'
+    codes in turn instead of merging two sources into one sorted list.
+    """
+    codes = [HISTORY_ICD[t] for t in history.split("; ") if t in HISTORY_ICD]
+    return codes + [code for name, code in IMAGE_ICD.items() if findings[name] == 1]
 
 
 def make_synthetic_cxr(out_dir: str | Path, n_patients: int = 120, seed: int = 0, size: int = 32,

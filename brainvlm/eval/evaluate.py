@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from brainvlm.core.jsonio import read_jsonl_numbered, read_records, write_json
+from brainvlm.data.concept_map import ConceptMapper
 from brainvlm.eval import bootstrap, scoring
 from brainvlm.eval import metrics as metric_lib
 from brainvlm.eval.textmetrics import METRIC_NAMES as TEXT_METRICS
@@ -253,7 +254,7 @@ def _numeric_fallback(samples: list[dict], fallback: float | None) -> tuple[floa
 def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metrics: Sequence[str] | None = None,
                    out: str | Path | None = None, labels: dict | Sequence[str] | None = None,
                    group_by: str | Sequence[str] | None = None, tokenize: str = "ptb", *,
-                   fallback: float | None = None, uncertain: str = "ones", concept_names: dict | None = None,
+                   fallback: float | None = None, concept_names: dict | None = None,
                    n_boot: int = 1000, n_boot_text: int = 200, seed: int = 0, unit: str | None = None,
                    progress: bool = False, partial: bool = False, labeler: str | None = None) -> dict:
     """Score ``predictions_path`` against ``samples_path`` and (optionally) write the result to ``out``.
@@ -265,7 +266,6 @@ def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metri
         tokenize: ``"ptb"`` (COCO standard, needs Java) or ``"none"`` for the text metrics.
         fallback: value an unparseable numeric answer counts as; default: the mean of the evaluated
             references, reported as ``numeric_fallback``/``numeric_fallback_source`` (pass the training mean).
-        uncertain: CheXpert uncertain mentions as positive (``"ones"``) or negative (``"zeros"``).
         n_boot, n_boot_text: bootstrap replicates for the headline and the text metrics (0 = none).
         unit: resampling unit column (default ``query_subject``, else the query ``image``, else rows).
         labeler: ``"rule"`` adds CheXpert-14 (rule) F1 of report text (``scoring.RULE_METRICS``).
@@ -286,7 +286,9 @@ def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metri
     _check_metric_names(tasks, wanted)
     groups = (group_by,) if isinstance(group_by, str) else tuple(group_by or ())
     fallback, fallback_source = _numeric_fallback(samples, fallback)
-    config = scoring.ScoreConfig(labels=labels, fallback=fallback, uncertain=uncertain, concept_names=concept_names,
+    if concept_names is not None and not isinstance(concept_names, ConceptMapper):
+        concept_names = ConceptMapper.from_names(concept_names)  # built once, not once per answer
+    config = scoring.ScoreConfig(labels=labels, fallback=fallback, concept_names=concept_names,
                                  labeler=labeler)
     table = scoring.score_samples(samples, predictions, config)
     options = EvalOptions(wanted, groups, tokenize, n_boot, n_boot_text, seed, unit, progress)

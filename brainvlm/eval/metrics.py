@@ -138,7 +138,7 @@ def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float | None],
 
 def label_counts(true_sets: Sequence[frozenset], pred_sets: Sequence[frozenset | None],
                  labels: Sequence[str] | None = None) -> pd.DataFrame:
-    """Per-label TP, FP, FN, support and F1 of predicted label sets (``None`` = unparseable = empty set)."""
+    """Per-label TP, FP, FN, support, F1 and accuracy of predicted label sets (``None`` = unparseable = empty set)."""
     if len(true_sets) != len(pred_sets):
         raise ValueError(f"{len(true_sets)} reference sets but {len(pred_sets)} predicted sets; pass one per sample")
     preds = [frozenset() if p is None else frozenset(p) for p in pred_sets]
@@ -150,8 +150,27 @@ def label_counts(true_sets: Sequence[frozenset], pred_sets: Sequence[frozenset |
         tp = sum(label in t and label in p for t, p in zip(trues, preds))
         fp = sum(label not in t and label in p for t, p in zip(trues, preds))
         fn = sum(label in t and label not in p for t, p in zip(trues, preds))
-        rows.append({"label": label, "tp": tp, "fp": fp, "fn": fn, "support": tp + fn, "f1": _f1(tp, fp, fn)})
-    return pd.DataFrame(rows, columns=["label", "tp", "fp", "fn", "support", "f1"]).set_index("label")
+        accuracy = (len(trues) - fp - fn) / len(trues) if trues else math.nan
+        rows.append({"label": label, "tp": tp, "fp": fp, "fn": fn, "support": tp + fn, "f1": _f1(tp, fp, fn),
+                     "accuracy": accuracy})
+    columns = ["label", "tp", "fp", "fn", "support", "f1", "accuracy"]
+    return pd.DataFrame(rows, columns=columns).set_index("label")
+
+
+def example_f1(true_sets: Sequence[frozenset], pred_sets: Sequence[frozenset | None],
+               labels: Sequence[str] | None = None) -> float:
+    """Example-based F1: the mean over samples of each sample's set F1 (1.0 when both sets are empty).
+
+    ``labels`` restricts both sets first; ``None`` (unparseable) counts as the empty set.
+    """
+    keep = None if labels is None else frozenset(labels)
+    scores = []
+    for truth, guess in zip(true_sets, pred_sets):
+        t, g = frozenset(truth), frozenset(guess or ())
+        if keep is not None:
+            t, g = t & keep, g & keep
+        scores.append(1.0 if not t and not g else 2 * len(t & g) / (len(t) + len(g)))
+    return float(np.mean(scores)) if scores else math.nan
 
 
 def label_set_metrics(true_sets: Sequence[frozenset], pred_sets: Sequence[frozenset | None],

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from brainvlm.eval import answers, chexpert_labeler, metrics, vqametrics
@@ -28,10 +29,16 @@ HEADLINE = {
     "comparison_numerical": ("mae", "rmse", "pearson_r", "spearman_rho"),
     "vqa": ("closed_accuracy", "open_recall", "open_token_f1"),
     "concepts": ("micro_f1", "macro_f1"),
-    "report": (), "caption": (),
+    "report": ("chexpert14_micro_f1_u0", "chexpert5_micro_f1_u0"), "caption": (),
 }
-CHEXPERT_METRICS = ("chexpert14_micro_f1", "chexpert14_macro_f1", "chexpert5_micro_f1", "chexpert5_macro_f1")
-ICD_METRICS = ("icd_micro_f1", "icd_macro_f1")
+# CheXpert from the label block a model writes: u0 counts uncertain (-1) as negative (the headline), u1 as
+# positive (beside it). Micro/macro F1 over the 14 or the 5 competition observations, example-based F1 (mean
+# over samples) and accuracy (mean over the 14 observations of per-observation accuracy).
+POLICIES = {"u0": "zeros", "u1": "ones"}
+CHEXPERT_METRICS = tuple(f"{subset}_{kind}_f1_{policy}" for policy in POLICIES for subset in ("chexpert14", "chexpert5")
+                         for kind in ("micro", "macro")) + tuple(
+    f"chexpert14_{kind}_{policy}" for policy in POLICIES for kind in ("example_f1", "accuracy"))
+ICD_METRICS = ("icd_micro_f1", "icd_macro_f1", "icd_exact_accuracy")
 # CheXpert-14 (rule): labels of the report text by eval.chexpert_labeler; u0 counts uncertain as negative, u1 as
 # positive. Named "rule" so they are never taken for CheXbert.
 RULE_METRICS = tuple(f"{subset}_rule_{kind}_f1_{policy}" for subset in ("chexpert14", "chexpert5")
@@ -47,7 +54,6 @@ class ScoreConfig:
         labels: label -> synonyms (``{"male": ["man", "M"], ...}``) or a list of labels; default: the
             samples' targets, each its own only synonym.
         fallback: the number an unparseable numeric answer counts as (normally the training mean).
-        uncertain: CheXpert uncertain (-1) mentions count positive (``"ones"``) or negative (``"zeros"``).
         concept_names: concept name -> CUI, for concept lists that name concepts instead of CUIs.
         labeler: ``"rule"`` labels the report text of reference and prediction with the rule-based
             CheXpert-14 labeler (``RULE_METRICS``); ``None`` does not.
@@ -55,7 +61,6 @@ class ScoreConfig:
 
     labels: Mapping[str, Sequence[str]] | Sequence[str] | None = None
     fallback: float | None = None
-    uncertain: str = "ones"
     concept_names: Mapping[str, str] | None = None
     labeler: str | None = None  # "rule": also label the report text with eval.chexpert_labeler
 
@@ -171,9 +176,10 @@ def _block_columns(reference: str, prediction: str, config: ScoreConfig) -> dict
     row = {}
     ref_chexpert = answers.parse_chexpert(reference)
     if ref_chexpert is not None:
-        row["chexpert_reference"] = answers.chexpert_positive(ref_chexpert, config.uncertain)
         parsed = answers.parse_chexpert(prediction)
-        row["chexpert_parsed"] = None if parsed is None else answers.chexpert_positive(parsed, config.uncertain)
+        for policy, rule in POLICIES.items():
+            row[f"chexpert_reference_{policy}"] = answers.chexpert_positive(ref_chexpert, rule)
+            row[f"chexpert_parsed_{policy}"] = None if parsed is None else answers.chexpert_positive(parsed, rule)
     ref_icd = answers.parse_icd(reference)
     if ref_icd is not None:
         row["icd_reference"], row["icd_parsed"] = ref_icd, answers.parse_icd(prediction)
@@ -250,14 +256,26 @@ def _sets(column: pd.Series) -> list[frozenset | None]:
     return [value if isinstance(value, (frozenset, set)) else None for value in column]
 
 
+def chexpert_metrics(truth: Sequence[frozenset], guess: Sequence[frozenset | None], policy: str) -> dict:
+    """CheXpert metrics of positive-observation sets under one uncertainty policy (names end ``_<policy>``)."""
+    out = {}
+    for name, subset in (("chexpert14", answers.CHEXPERT_14), ("chexpert5", answers.CHEXPERT_5)):
+        scores = metrics.label_set_metrics(truth, guess, subset)
+        out[f"{name}_micro_f1_{policy}"], out[f"{name}_macro_f1_{policy}"] = scores["micro_f1"], scores["macro_f1"]
+    out[f"chexpert14_example_f1_{policy}"] = metrics.example_f1(truth, guess, answers.CHEXPERT_14)
+    counts = metrics.label_counts(truth, guess, answers.CHEXPERT_14)
+    out[f"chexpert14_accuracy_{policy}"] = float(counts["accuracy"].mean())
+    return out
+
+
 def _block_metrics(table: pd.DataFrame) -> dict:
     out: dict[str, float | int] = {}
-    if "chexpert_reference" in table and table["chexpert_reference"].notna().any():
-        rows = table[table["chexpert_reference"].notna()]
-        for name, subset in (("chexpert14", answers.CHEXPERT_14), ("chexpert5", answers.CHEXPERT_5)):
-            scores = metrics.label_set_metrics(list(rows["chexpert_reference"]), _sets(rows["chexpert_parsed"]), subset)
-            out[f"{name}_micro_f1"], out[f"{name}_macro_f1"] = scores["micro_f1"], scores["macro_f1"]
-        out["chexpert_n_unparseable"] = sum(p is None for p in _sets(rows["chexpert_parsed"]))
+    if "chexpert_reference_u0" in table and table["chexpert_reference_u0"].notna().any():
+        rows = table[table["chexpert_reference_u0"].notna()]
+        for policy in POLICIES:
+            out.update(chexpert_metrics(list(rows[f"chexpert_reference_{policy}"]),
+                                        _sets(rows[f"chexpert_parsed_{policy}"]), policy))
+        out["chexpert_n_unparseable"] = sum(p is None for p in _sets(rows["chexpert_parsed_u0"]))
     if "rule_reference" in table:
         for policy in ("u0", "u1"):
             truth = [_rule_positive(r, policy) for r in table["rule_reference"]]
@@ -269,8 +287,9 @@ def _block_metrics(table: pd.DataFrame) -> dict:
     if "icd_reference" in table and table["icd_reference"].notna().any():
         rows = table[table["icd_reference"].notna()]
         scores = metrics.label_set_metrics(list(rows["icd_reference"]), _sets(rows["icd_parsed"]))
+        exact = [p is not None and p == t for t, p in zip(rows["icd_reference"], _sets(rows["icd_parsed"]))]
         out.update(icd_micro_f1=scores["micro_f1"], icd_macro_f1=scores["macro_f1"],
-                   icd_n_unparseable=scores["n_unparseable"])
+                   icd_exact_accuracy=float(np.mean(exact)), icd_n_unparseable=scores["n_unparseable"])
     return out
 
 

@@ -48,3 +48,12 @@ def load_base(base: str, dtype: str, load_in_4bit: bool) -> tuple[Any, Any]:
     model, processor = load(base, dtype=dtype, load_in_4bit=load_in_4bit,
                             device_map={"": device} if load_in_4bit else None)
     return (model if load_in_4bit else model.to(device)), processor
+
+
+def weights_fingerprint(model) -> str:
+    """SHA-256 over the trainable tensors (the adapter): tells two trainings apart."""
+    digest = hashlib.sha256()
+    for name, value in sorted(distributed.gather_trainable(model).items()) or sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()

@@ -28,7 +28,7 @@ from brainvlm.eval import generate
 from brainvlm.model import collate, lora, preflight, templates
 from brainvlm.model.loader import model_family
 from brainvlm.studies import SHARED_PARAMS
-from brainvlm.studies.base import base_checkpoint
+from brainvlm.studies.base import base_checkpoint, weights_fingerprint
 from brainvlm.studies.base import load_base as shared_load_base
 from brainvlm.train import distributed
 from brainvlm.train.config import Stage, TrainConfig
@@ -232,15 +232,6 @@ def predict_split(trained: TrainedTask | tuple, samples: list[dict], out_path: P
     record = {"weights": weights_fingerprint(triple[0]), "sample_ids": ids, "generation": asdict(config)}
     generate.guard_resume(Path(out_path), record)
     return predict_trained(triple, samples, out_path, image_root, config, progress=progress)
-
-
-def weights_fingerprint(model) -> str:
-    """SHA-256 over the trainable tensors (the adapter): tells two trainings apart."""
-    digest = hashlib.sha256()
-    for name, value in sorted(distributed.gather_trainable(model).items()) or sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(value.detach().cpu().float().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def predict_trained(trained: tuple[Any, Any, Any], samples: list[dict], out_path: Path,

@@ -25,7 +25,8 @@ def image_parts(sample: dict) -> list[dict]:
 
 
 def write_blank_image(image_root: Path, size: int = 32) -> str:
-    """Write an all-black PNG under the image root; return its relative path."""
+    """Write an all-black PNG under ``image_root`` (a folder the samples' paths are relative to); return its
+    relative path."""
     path = Path(image_root) / BLANK_IMAGE
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
@@ -97,16 +98,26 @@ def label_agreement(samples: list[dict], predictions: list[str], synonyms: dict[
 MEAN_IMAGE = "controls/mean_query.png"
 
 
-def write_mean_image(samples: list[dict], image_root: Path, view) -> str:
-    """Write the pixel-wise mean of the samples' query views (an average brain, no individual in it).
+def _view(path: Path, modality: str, view, cache) -> np.ndarray:
+    """The image the model sees: a NIfTI volume's view, or a 2D file resized to the view's size."""
+    from brainvlm.data.views import NIFTI_SUFFIXES, file_suffix, load_image, load_view
+
+    if file_suffix(path) in NIFTI_SUFFIXES:
+        return load_view(path, modality, view, cache)
+    return np.asarray(load_image(path, modality, view, resize_2d=True))
+
+
+def write_mean_image(samples: list[dict], image_root: Path, view, out_root: Path | None = None) -> str:
+    """Write the pixel-wise mean of the samples' query images (an average brain or radiograph, no
+    individual in it); 2D images are resized to the view's size first.
 
     Args:
         view: the ``ViewConfig`` the model sees.
+        out_root: where to write it (default: the image root; a user's data folder is better left alone).
 
     Returns:
-        The PNG's path relative to the image root.
+        The PNG's path relative to ``out_root``.
     """
-    from brainvlm.data.views import load_view
     from brainvlm.data.volume_cache import VolumeCache
 
     cache = VolumeCache()
@@ -121,10 +132,10 @@ def write_mean_image(samples: list[dict], image_root: Path, view) -> str:
     views = []
     for path, (modality, where) in sorted(queries.items()):
         try:
-            views.append(load_view(Path(image_root) / path, modality, view, cache).astype(np.float64))
+            views.append(_view(Path(image_root) / path, modality, view, cache).astype(np.float64))
         except (OSError, ValueError) as error:
             raise ValueError(f"{where}: cannot load {path!r} for the mean image: {error}") from error
-    path = Path(image_root) / MEAN_IMAGE
+    path = Path(out_root or image_root) / MEAN_IMAGE
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.mean(views, axis=0).round().astype(np.uint8)).save(path)
     return MEAN_IMAGE

@@ -1,12 +1,17 @@
-"""The radiology report study (notebook 05, in progress): a two-stage curriculum, EHR on/off, baselines.
+"""The radiology report study (notebook 05): a two-stage curriculum, EHR on/off, baselines.
 
 Stage A trains on image-only records (Impression + CheXpert), stage B on image + EHR records (adds the ICD
-line); one model and one adapter run through both stages with the multi-stage ``fit``. An EHR-dropout
+line); one model and one adapter run through the stages with the multi-stage ``fit``. An EHR-dropout
 probability removes the ``Patient Data:`` block from stage-B training samples, so the model also learns to
 answer without it. Evaluation asks the same model the same test images with the EHR on and off (the
 stage-B prompt without its patient-data block, the instruction unchanged) and with the query image
 replaced by the mean training image or a blank one; differences carry paired-bootstrap intervals over
-patients.
+patients (``eval.reportmetrics``).
+
+Data come from one of three sources, all through the same builder or adapter: the synthetic default
+(``data.synthetic_cxr``, a reports table), a user's reports table (``data.curriculum.build_records``) or
+the seed's curriculum JSONL files with their optional joins (``data.adapters.curriculum``). Records are
+split by patient, so both stages of an image and all of a patient's studies share a split.
 
 In a params file the study's settings carry the prefix ``report_``; notebook 05's parameters cell holds
 their defaults (``python -m brainvlm train --study report`` reads it).
@@ -15,6 +20,8 @@ their defaults (``python -m brainvlm train --study report`` reads it).
 from __future__ import annotations
 
 import copy
+import hashlib
+import math
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
@@ -24,15 +31,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainvlm.core.jsonio import read_json, read_jsonl, write_json, write_jsonl
+from brainvlm.core.jsonio import read_json, read_jsonl, read_jsonl_numbered, write_json, write_jsonl
 from brainvlm.core.seeding import set_seed
-from brainvlm.data import splits
-from brainvlm.data.adapters.curriculum import from_curriculum
+from brainvlm.data import splits, synthetic_cxr
+from brainvlm.data.adapters.curriculum import from_curriculum, read_joins, record_ids
+from brainvlm.data.curriculum import build_records
 from brainvlm.eval import answers, generate
-from brainvlm.model import collate, lora, templates
+from brainvlm.model import collate, features, lora, templates
 from brainvlm.model.loader import model_family
-from brainvlm.studies import SHARED_PARAMS
-from brainvlm.studies.base import base_checkpoint, load_base
+from brainvlm.studies import SHARED_PARAMS, controls
+from brainvlm.studies.base import base_checkpoint, load_base, weights_fingerprint
 from brainvlm.train import distributed
 from brainvlm.train.config import Stage, TrainConfig
 from brainvlm.train.fit import FitResult, fit
@@ -42,6 +50,13 @@ PREFIX = "report_"
 TRAIN_NOTEBOOK = "05"
 SETTINGS_FILE = "settings.json"
 EHR_BLOCK = re.compile(r"Patient Data:\s*\{.*?\}\s*\n", re.DOTALL)
+MODES = ("image_only", "image_ehr")
+VARIANTS = {  # name -> stages replacing the params' list (same step budget)
+    "b_only": [{"name": "B", "share": 1.0, "mode": "image_ehr"}],
+    "a_only": [{"name": "A", "share": 1.0, "mode": "image_only"}],
+    "ab_shuffled": [{"name": "AB", "share": 1.0, "mode": ["image_only", "image_ehr"]}],
+    "no_dropout": None,  # the params' stages with ehr_dropout 0
+}
 
 
 class SettingsError(ValueError):
@@ -58,9 +73,14 @@ class ReportSettings:
     load_in_4bit: bool
     lora_r: int
     lora_alpha: int
+    lora_dropout: float
     lr: float
     batch_size: int
-    steps: int  # optimizer steps over all stages
+    grad_accum: int
+    steps: int  # optimizer steps over all stages; 0: from epochs
+    epochs: float  # passes over the training records (both stages) when steps is 0
+    warmup_ratio: float  # of each stage's steps
+    precision: str  # fp32 | bf16 | fp16
     stages: list  # [{"name": "A", "share": 0.35, "mode": "image_only"}, {"name": "B", "share": 0.65, ...}]
     ehr_dropout: float  # probability of removing the patient-data block from a stage-B training sample
     eval_every: int
@@ -72,76 +92,152 @@ def param_key(setting: str) -> str:
     return setting if setting in SHARED_PARAMS else PREFIX + setting
 
 
+def setting_keys() -> list[str]:
+    """Every params key of the training settings."""
+    return [param_key(f.name) for f in fields(ReportSettings)]
+
+
+def check_stages(stages: list) -> None:
+    """Each stage names itself, a positive share (the shares sum to 1), its mode(s) and optionally an lr."""
+    if not isinstance(stages, list) or not stages:
+        raise SettingsError(f"{PREFIX}stages must be a non-empty list of stages, got {stages!r}")
+    for number, spec in enumerate(stages):
+        where = f"{PREFIX}stages[{number}]"
+        if not isinstance(spec, dict) or not {"name", "share", "mode"} <= set(spec):
+            raise SettingsError(f"{where}: a stage is {{name, share, mode[, lr]}}, got {spec!r}")
+        unknown = set(spec) - {"name", "share", "mode", "lr"}
+        modes = spec["mode"] if isinstance(spec["mode"], list) else [spec["mode"]]
+        if unknown or not modes or any(m not in MODES for m in modes):
+            raise SettingsError(f"{where}: unknown key(s) {sorted(unknown)} or mode {spec['mode']!r}; "
+                                f"modes are {list(MODES)} (a list draws from several)")
+    shares = [float(s["share"]) for s in stages]
+    if any(s <= 0 for s in shares) or abs(sum(shares) - 1) > 1e-6:
+        raise SettingsError(f"{PREFIX}stages: shares must be positive and sum to 1, got {shares}")
+
+
 def settings_for(params: dict[str, Any]) -> ReportSettings:
     """Complete settings from the params (a missing key is an error naming it)."""
-    missing = [param_key(f.name) for f in fields(ReportSettings) if param_key(f.name) not in params]
+    missing = [key for key in setting_keys() if key not in params]
     if missing:
         raise SettingsError(f"report settings missing: {missing}; notebook {TRAIN_NOTEBOOK}'s parameters cell "
                             "holds their defaults (`python -m brainvlm train --study report` fills them from it)")
     settings = ReportSettings(**{f.name: params[param_key(f.name)] for f in fields(ReportSettings)})
-    shares = [float(s.get("share", 0)) for s in settings.stages]
-    if not settings.stages or any(s <= 0 for s in shares) or abs(sum(shares) - 1) > 1e-6:
-        raise SettingsError(f"{PREFIX}stages: shares must be positive and sum to 1, got {shares}")
+    check_stages(settings.stages)
     if not 0 <= settings.ehr_dropout < 1:
         raise SettingsError(f"{PREFIX}ehr_dropout must be in [0, 1), got {settings.ehr_dropout}")
+    if settings.steps <= 0 and settings.epochs <= 0:
+        raise SettingsError(f"{PREFIX}steps or {PREFIX}epochs must be positive")
     return settings
 
 
 def collect_settings(namespace: dict[str, Any]) -> dict[str, Any]:
     """The report settings found in a namespace (a notebook's parameters)."""
-    return {param_key(f.name): namespace[param_key(f.name)] for f in fields(ReportSettings)
-            if param_key(f.name) in namespace}
+    return {key: namespace[key] for key in setting_keys() if key in namespace}
 
 
 # ------------------------------------------------------------------------------------------------ data
-def ehr_off(sample: dict) -> dict:
-    """A copy of a sample whose prompt has no ``Patient Data:`` block (the instruction unchanged)."""
-    out = copy.deepcopy(sample)
-    for part in out["conversations"][0]["content"]:
-        if part["type"] == "text":
-            part["text"] = EHR_BLOCK.sub("", part["text"]).strip() or "Image:"
-    out["metadata"] = {**out["metadata"], "mode": "image_ehr_off"}
-    return out
+@dataclass
+class DataSource:
+    """Where a run's report data come from (notebook 05's data parameters).
+
+    Exactly one of: ``reports_table`` (CSV, one row per image, ``data.curriculum.build_records``),
+    ``curriculum_files`` (the seed's JSONL records, pooled then split by patient) or neither (the synthetic
+    default, ``n_patients`` patients drawn with ``seed``).
+    """
+
+    reports_table: str
+    curriculum_files: list
+    image_root: str
+    ehr_context: str  # optional join of the curriculum files, keyed by study id
+    chexpert_dict: str  # optional join of the curriculum files, keyed by study id
+    ehr_columns: list
+    prompt_a: str
+    prompt_b: str
+    n_patients: int
+    image_size: int
 
 
-def with_query_image(sample: dict, image_path: str) -> dict:
-    """A copy of a sample whose image is ``image_path`` (the mean or blank control)."""
-    out = copy.deepcopy(sample)
-    for part in out["conversations"][0]["content"]:
-        if part["type"] == "image":
-            part["image_path"] = image_path
-    return out
+def load_records(source: DataSource, out_dir: Path, seed: int, progress: bool = True
+                 ) -> tuple[list[dict], str, dict[str, dict]]:
+    """The curriculum records of the source, the image root, and the joins (study id -> EHR / CheXpert)."""
+    if source.reports_table and source.curriculum_files:
+        raise ValueError(f"give {PREFIX}reports_table or {PREFIX}curriculum_files, not both")
+    joins: dict[str, dict] = {}
+    if source.curriculum_files:
+        records = [{**record, "_where": f"{path}:{number}"} for path in source.curriculum_files
+                   for number, record in read_jsonl_numbered(path)]
+        ehr, chexpert = read_joins(source.ehr_context or None, source.chexpert_dict or None)
+        joins = {"ehr_context": ehr, "chexpert": chexpert}
+        if not source.image_root:
+            raise ValueError(f"{PREFIX}image_root is needed with {PREFIX}curriculum_files: the records' image "
+                             "paths are relative to it")
+        return records, source.image_root, joins
+    if source.reports_table:
+        table_path = Path(source.reports_table)
+        image_root = source.image_root or str(table_path.parent)
+    else:
+        table_path = synthetic_cxr.make_synthetic_cxr(out_dir, source.n_patients, seed, source.image_size,
+                                                      progress=progress)
+        image_root = str(table_path.parent)
+    table = pd.read_csv(table_path, dtype=str, keep_default_na=False)
+    table["row"] = np.arange(2, len(table) + 2)  # the file line of each row (line 1 is the header)
+    records = build_records(table, source.ehr_columns, source.prompt_a, source.prompt_b, where=str(table_path))
+    return records, image_root, joins
 
 
 def split_records(records: list[dict], fractions: tuple[float, float, float], seed: int) -> dict[str, list[dict]]:
     """Records split by patient (a patient's studies, and both stages of an image, in one split)."""
-    patients = sorted({r["subject_id"] for r in records})
+    patient_of = [record_ids(r, r.get("_where", f"record {i + 1}"))[0] for i, r in enumerate(records)]
+    patients = sorted(set(patient_of))
     frame = pd.DataFrame({"subject": patients, "group": patients, "target": ["all"] * len(patients)})
     assignment = splits.split_subjects(frame, fractions=fractions, seed=seed)
     split_of = dict(zip(assignment["subject"], assignment["split"]))
     out: dict[str, list[dict]] = {s: [] for s in splits.SPLITS}
-    for record in records:
-        out[split_of[record["subject_id"]]].append(record)
+    for record, patient in zip(records, patient_of):
+        out[split_of[patient]].append(record)
     return out
 
 
-def to_samples(records_by_split: dict[str, list[dict]], cohort_name: str) -> dict[str, list[dict]]:
-    """Canonical ``report`` samples per split, numbered inside each split."""
-    return {split: [from_curriculum(r, i, split, cohort_name=cohort_name) for i, r in enumerate(records, 1)]
-            for split, records in records_by_split.items()}
+def to_samples(records_by_split: dict[str, list[dict]], cohort_name: str,
+               joins: dict[str, dict] | None = None) -> dict[str, list[dict]]:
+    """Canonical ``report`` samples per split, numbered inside each split; joins added to the metadata."""
+    out = {}
+    for split, records in records_by_split.items():
+        samples = []
+        for index, record in enumerate(records, 1):
+            where = record.get("_where")
+            sample = from_curriculum({k: v for k, v in record.items() if k != "_where"}, index, split,
+                                     cohort_name=cohort_name, where=where)
+            study = sample["metadata"]["study_id"]
+            for key, table in (joins or {}).items():
+                if study in table:
+                    sample["metadata"][key] = dict(table[study])
+            samples.append(sample)
+        out[split] = samples
+    return out
 
 
 def audit(samples_by_split: dict[str, list[dict]]) -> pd.DataFrame:
     """Checks: no patient in two splits; both stages of an image in one split."""
-    rows = [{"split": split, "patient": s["metadata"]["patient_id"], "image": s["conversations"][0]["content"][1][
-        "image_path"] if len(s["conversations"][0]["content"]) > 1 else "", "stage": s["metadata"]["stage"]}
-            for split, samples in samples_by_split.items() for s in samples]
-    table = pd.DataFrame(rows)
+    rows = [{"split": split, "patient": s["metadata"]["patient_id"], "image": controls.image_parts(s)[-1]["image_path"],
+             "stage": s["metadata"]["stage"]} for split, samples in samples_by_split.items() for s in samples]
+    table = pd.DataFrame(rows, columns=["split", "patient", "image", "stage"])
     crossing = lambda key: sorted(k for k, n in table.groupby(key)["split"].nunique().items() if n > 1)
-    checks = [("no patient in two splits", crossing("patient")), ("both stages of an image in one split",
-                                                                     crossing("image"))]
+    checks = [("no patient in two splits", crossing("patient")),
+              ("both stages of an image in one split", crossing("image"))]
     return pd.DataFrame([{"check": name, "passed": not bad, "detail": ", ".join(map(str, bad[:10])) or "none"}
                          for name, bad in checks])
+
+
+def summary(samples_by_split: dict[str, list[dict]]) -> pd.DataFrame:
+    """Samples, images and patients per split and stage."""
+    rows = [{"split": split, "stage": s["metadata"]["stage"], "mode": s["metadata"]["mode"],
+             "patient": s["metadata"]["patient_id"], "image": controls.image_parts(s)[-1]["image_path"]}
+            for split, samples in samples_by_split.items() for s in samples]
+    table = pd.DataFrame(rows)
+    return (table.groupby(["split", "stage", "mode"], sort=False)
+            .agg(samples=("image", "size"), images=("image", "nunique"), patients=("patient", "nunique"))
+            .reset_index())
 
 
 def write_data(samples_by_split: dict[str, list[dict]], data_dir: Path, image_root: str) -> dict[str, Any]:
@@ -156,33 +252,77 @@ def write_data(samples_by_split: dict[str, list[dict]], data_dir: Path, image_ro
 
 def read_data(data_dir: Path) -> dict[str, Any]:
     """The manifest ``write_data`` wrote."""
-    return read_json(Path(data_dir) / "manifest.json")
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: build the report data first (notebook {TRAIN_NOTEBOOK})")
+    return read_json(path)
+
+
+def ehr_off(sample: dict) -> dict:
+    """A copy of a sample whose prompt has no ``Patient Data:`` block (the instruction unchanged)."""
+    out = copy.deepcopy(sample)
+    for part in out["conversations"][0]["content"]:
+        if part["type"] == "text":
+            part["text"] = EHR_BLOCK.sub("", part["text"]).strip() or "Image:"
+    out["metadata"] = {**out["metadata"], "mode": "image_ehr_off"}
+    return out
+
+
+def of_mode(samples: list[dict], mode: str) -> list[dict]:
+    return [s for s in samples if s["metadata"]["mode"] == mode]
 
 
 # -------------------------------------------------------------------------------------------- training
+def total_steps(settings: ReportSettings, n_train: int) -> int:
+    """``steps``, or ``epochs`` passes over the training records at the global batch size."""
+    if settings.steps > 0:
+        return settings.steps
+    batch = settings.batch_size * settings.grad_accum * distributed.world()[1]
+    return max(1, math.ceil(settings.epochs * n_train / batch))
+
+
 def stage_samples(train: list[dict], settings: ReportSettings) -> list[Stage]:
-    """The stages of the curriculum: each draws the records of its ``mode``; EHR dropout applied to stage B."""
+    """The stages of the curriculum: each draws the records of its mode(s); EHR dropout applied to stage B."""
     rng = np.random.default_rng(settings.seed)
+    total = total_steps(settings, len(train))
     stages = []
     for spec in settings.stages:
-        chosen = [s for s in train if s["metadata"]["mode"] == spec["mode"]]
-        if spec["mode"] == "image_ehr" and settings.ehr_dropout > 0:
+        modes = spec["mode"] if isinstance(spec["mode"], list) else [spec["mode"]]
+        chosen = [s for s in train if s["metadata"]["mode"] in modes]
+        if not chosen:
+            raise ValueError(f"stage {spec['name']!r}: no training records of mode {modes}")
+        if settings.ehr_dropout > 0:
             drop = rng.random(len(chosen)) < settings.ehr_dropout
-            chosen = [ehr_off(s) if d else s for s, d in zip(chosen, drop)]
-        steps = max(1, round(settings.steps * float(spec["share"])))
+            chosen = [ehr_off(s) if d and s["metadata"]["mode"] == "image_ehr" else s for s, d in zip(chosen, drop)]
+        steps = max(1, round(total * float(spec["share"])))
         stages.append(Stage(str(spec["name"]), chosen, [], max_steps=steps, lr=spec.get("lr")))
     return stages
 
 
+def schedule_table(stages: list[Stage]) -> pd.DataFrame:
+    """The stage schedule: name, steps, first and last step, records, lr override, EHR dropped."""
+    rows, start = [], 0
+    for stage in stages:
+        modes = Counter(s["metadata"]["mode"] for s in stage.train)
+        rows.append({"stage": stage.name, "steps": stage.max_steps, "first_step": start + 1,
+                     "last_step": start + stage.max_steps, "records": len(stage.train),
+                     **{f"records_{m}": modes.get(m, 0) for m in (*MODES, "image_ehr_off")},
+                     "lr": stage.lr if stage.lr is not None else "base"})
+        start += stage.max_steps
+    return pd.DataFrame(rows)
+
+
 @dataclass
 class Trained:
-    """A trained report model: model (best adapter), processor, the fit, its settings and folder."""
+    """A trained report model: model (best adapter), processor, the fit, its settings, folder and base."""
 
     model: Any
     processor: Any
     result: FitResult
     settings: ReportSettings
     output_dir: Path
+    base: str
+    stages: list[Stage]
 
 
 def vocabulary(samples: list[dict]) -> list[str]:
@@ -191,90 +331,106 @@ def vocabulary(samples: list[dict]) -> list[str]:
             if p["type"] == "text"]
 
 
+def base_for(settings: ReportSettings, run_dir: Path, train_samples: list[dict]) -> str:
+    """The run's base checkpoint of the report study (the tiny default built for its texts)."""
+    return base_checkpoint(settings.model, settings.seed, Path(run_dir) / "models" / "report_base",
+                           sorted(set(vocabulary(train_samples))))
+
+
 def train(params: dict[str, Any], task: str, run_dir: Path, name: str | None = None, resume: bool = False,
-          stop_after: int | None = None, progress: bool = True, stages: list[dict] | None = None) -> Trained:
-    """Train the report model through its stages (``stages`` replaces the params' list: baselines)."""
-    settings = settings_for({**params, **({PREFIX + "stages": stages} if stages is not None else {})})
+          stop_after: int | None = None, progress: bool = True, variant: str | None = None) -> Trained:
+    """Train the report model through its stages into ``models/<name>/``.
+
+    Args:
+        variant: a key of ``VARIANTS`` (``b_only``: stage B alone on the same step budget, ...), or None
+            for the params' curriculum.
+    """
+    if variant is not None and variant not in VARIANTS:
+        raise SettingsError(f"variant {variant!r} unknown; use one of {sorted(VARIANTS)}")
+    overrides: dict[str, Any] = {}
+    if variant is not None and VARIANTS[variant] is not None:
+        overrides[PREFIX + "stages"] = VARIANTS[variant]
+    if variant == "no_dropout":
+        overrides[PREFIX + "ehr_dropout"] = 0.0
+    settings = settings_for({**params, **overrides})
     set_seed(settings.seed)
     manifest = read_data(Path(run_dir) / "data" / task)
     train_samples = read_jsonl(manifest["files"]["train"])
-    val = [s for s in read_jsonl(manifest["files"]["val"]) if s["metadata"]["mode"] == "image_ehr"]
-    base = base_checkpoint(settings.model, settings.seed, Path(run_dir) / "models" / "report_base",
-                           sorted(set(vocabulary(train_samples))))
+    val = of_mode(read_jsonl(manifest["files"]["val"]), "image_ehr")
+    base = base_for(settings, run_dir, train_samples)
     model, processor = load_base(base, settings.dtype, settings.load_in_4bit)
-    model = lora.add_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, seed=settings.seed)
+    model = lora.add_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout,
+                          seed=settings.seed)
     schedule = stage_samples(train_samples, settings)
     schedule[-1].val = val[: settings.val_samples]
     output = Path(run_dir) / "models" / (name or task)
     if distributed.world()[0] == 0:
-        write_json({"base_model": base, "task": task, **asdict(settings)}, output / SETTINGS_FILE)
-    config = TrainConfig(output_dir=str(output), batch_size=settings.batch_size, lr=settings.lr,
+        write_json({"base_model": base, "task": task, "variant": variant, **asdict(settings)}, output / SETTINGS_FILE)
+    config = TrainConfig(output_dir=str(output), batch_size=settings.batch_size, grad_accum=settings.grad_accum,
+                         lr=settings.lr, warmup_ratio=settings.warmup_ratio, precision=settings.precision,
                          eval_every=settings.eval_every, save_every=settings.save_every, seed=settings.seed,
                          progress=progress)
     result = fit(model, collate.Collator(processor, collate.CollateConfig(image_root=manifest["image_root"])),
                  schedule, config, resume=resume, stop_after=stop_after)
-    return Trained(model, processor, result, settings, output)
+    return Trained(model.eval(), processor, result, settings, output, base, schedule)
 
 
+# ------------------------------------------------------------------------------------------ answers
 def predict(model: Any, processor: Any, samples: list[dict], out_path: Path, image_root: str,
-            batch_size: int, max_new_tokens: int, progress: bool = True) -> pd.DataFrame:
-    """Greedy reports for samples (resumable JSONL, see ``eval.generate``)."""
+            batch_size: int, max_new_tokens: int, progress: bool = True, weights: str | None = None) -> list[str]:
+    """Greedy reports for samples, in sample order (resumable JSONL, see ``eval.generate``).
+
+    The file is continued only for the same weights, samples and generation settings
+    (``generate.guard_resume``); answers of another model are discarded.
+
+    Args:
+        weights: what identifies the model (default: the fingerprint of its trainable tensors; give the
+            base checkpoint's name for an untrained base, whose full weights are too large to hash).
+    """
+    ids = hashlib.sha256("\n".join(s["id"] + repr(s["conversations"][0]) for s in samples).encode()).hexdigest()
+    record = {"weights": weights or weights_fingerprint(model), "samples": ids,
+              "generation": {"batch_size": batch_size, "max_new_tokens": max_new_tokens}}
+    generate.guard_resume(Path(out_path), record)
     prompts = collate.Collator(processor, collate.CollateConfig(image_root=image_root), prompt_only=True)
     stops = templates.stop_token_ids(processor.tokenizer, model_family(model))
-    if out_path.exists():
-        out_path.unlink()  # a new model each call: never resume another model's answers
-    return generate.predict(model, samples, out_path, prompts, processor.tokenizer, stops, batch_size,
-                            max_new_tokens, progress)
+    table = generate.predict(model, samples, out_path, prompts, processor.tokenizer, stops, batch_size,
+                             max_new_tokens, progress)
+    return [str(p) for p in table["prediction"]]
+
+
+def control_images(train: list[dict], image_root: str, out_root: Path, size: int) -> dict[str, str]:
+    """The mean training image and a blank image, written under ``out_root`` (paths relative to it)."""
+    from brainvlm.data.views import ViewConfig
+
+    return {"mean_image": controls.write_mean_image(of_mode(train, "image_ehr"), Path(image_root),
+                                                    ViewConfig(size=size), out_root=Path(out_root)),
+            "blank_image": controls.write_blank_image(Path(out_root), size)}
 
 
 # ------------------------------------------------------------------------------------------ baselines
+def target_of(sample: dict) -> str:
+    return sample["conversations"][-1]["content"][0]["text"]
+
+
 def constant_report(train: list[dict]) -> str:
     """The most frequent training Impression with the most frequent label block and ICD line."""
-    targets = [s["conversations"][-1]["content"][0]["text"] for s in train if s["metadata"]["mode"] == "image_ehr"]
+    targets = [target_of(s) for s in of_mode(train, "image_ehr")]
+    if not targets:
+        raise ValueError("no stage-B (image_ehr) training records to take the constant report from")
     impressions = Counter(answers.report_text(t) for t in targets)
     blocks = Counter(t.split("\nCheXpert: ", 1)[1].split("\nICD: ")[0] for t in targets if "\nCheXpert: " in t)
     icd = Counter(t.split("\nICD: ", 1)[1] for t in targets if "\nICD: " in t)
-    return (f"Impression: {impressions.most_common(1)[0][0]}\nCheXpert: {blocks.most_common(1)[0][0]}"
-            f"\nICD: {icd.most_common(1)[0][0]}")
+    text = f"Impression: {impressions.most_common(1)[0][0]}"
+    text += f"\nCheXpert: {blocks.most_common(1)[0][0]}" if blocks else ""
+    return text + (f"\nICD: {icd.most_common(1)[0][0]}" if icd else "")
 
 
-# ------------------------------------------------------------------------------------------- scoring
-def code_sets(text: str | None, keep: set[str]) -> frozenset[str] | None:
-    """The ICD codes of a report restricted to ``keep`` (None when there is no ICD line)."""
-    codes = answers.parse_icd(text)
-    return None if codes is None else frozenset(c for c in codes if c in keep)
-
-
-def unit_scores(samples: list[dict], predictions: list[str | None], image_codes: set[str],
-                ehr_codes: set[str], observations: tuple[str, ...]) -> pd.DataFrame:
-    """Per sample: patient, CheXpert and ICD true/false positives and negatives, parseable flags.
-
-    CheXpert counts use uncertain as negative (u0) over the 14 observations; ICD counts are split into the
-    codes the image determines and those only the EHR determines.
-    """
-    rows = []
-    for sample, prediction in zip(samples, predictions):
-        reference = sample["conversations"][-1]["content"][0]["text"]
-        truth = answers.chexpert_positive(answers.parse_chexpert(reference), "zeros")
-        parsed = answers.parse_chexpert(prediction)
-        guess = frozenset() if parsed is None else answers.chexpert_positive(parsed, "zeros")
-        row = {"patient": sample["metadata"]["patient_id"], "chexpert_parsed": parsed is not None,
-               "icd_parsed": answers.parse_icd(prediction) is not None}
-        for name, group in (("chexpert", set(answers.CHEXPERT_14)),):
-            row.update({f"{name}_tp": len(truth & guess & group), f"{name}_fp": len((guess - truth) & group),
-                        f"{name}_fn": len((truth - guess) & group)})
-        for obs in observations:
-            row.update({f"{obs}_tp": int(obs in truth and obs in guess),
-                        f"{obs}_fp": int(obs in guess and obs not in truth),
-                        f"{obs}_fn": int(obs in truth and obs not in guess)})
-        for name, keep in (("icd_image", image_codes), ("icd_ehr", ehr_codes)):
-            t, g = code_sets(reference, keep) or frozenset(), code_sets(prediction, keep) or frozenset()
-            row.update({f"{name}_tp": len(t & g), f"{name}_fp": len(g - t), f"{name}_fn": len(t - g)})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def micro_f1(table: pd.DataFrame, name: str) -> float:
-    """Micro-F1 of ``unit_scores`` counts (``<name>_tp``, ``_fp``, ``_fn``); NaN with nothing to count."""
-    tp, fp, fn = (float(table[f"{name}_{k}"].sum()) for k in ("tp", "fp", "fn"))
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+def retrieval_reports(model: Any, processor: Any, train: list[dict], test: list[dict], image_root: str,
+                      progress: bool = True) -> list[str]:
+    """For each test sample, the stage-B training report whose image is nearest by cosine of the frozen
+    base model's pooled image features."""
+    reference = of_mode(train, "image_ehr")
+    path = lambda s: Path(image_root) / controls.image_parts(s)[-1]["image_path"]
+    train_x = features.image_features(model, processor, [path(s) for s in reference], progress=progress)
+    test_x = features.image_features(model, processor, [path(s) for s in test], progress=progress)
+    return [target_of(reference[i]) for i in features.nearest(test_x, train_x)]

@@ -200,17 +200,24 @@ def test_report_chexpert_and_icd_label_f1(tmp_path):
              'CheXpert: {oops\nICD: z00.00']
     samples = _write_jsonl(tmp_path / "s.jsonl", [_sample(i, "report", r) for i, r in enumerate(refs)])
     predictions = _write_jsonl(tmp_path / "p.jsonl", [{"id": f"s{i}", "prediction": p} for i, p in enumerate(preds)])
-    wanted = ["chexpert14_micro_f1", "chexpert14_macro_f1", "chexpert5_micro_f1", "chexpert5_macro_f1",
-              "icd_micro_f1", "icd_macro_f1"]
-    ones = evaluate_files(samples, predictions, metrics=wanted, n_boot=0)
-    assert ones["chexpert14_micro_f1"] == pytest.approx(4 / 8)        # TP 2, FP 1, FN 3
-    assert ones["chexpert14_macro_f1"] == pytest.approx(2 / 14)
-    assert ones["chexpert5_micro_f1"] == pytest.approx(4 / 6)         # TP 2, FP 1, FN 1
-    assert ones["chexpert5_macro_f1"] == pytest.approx(2 / 5)
-    assert ones["chexpert_n_unparseable"] == 1
-    assert ones["icd_micro_f1"] == pytest.approx(6 / 7) and ones["icd_macro_f1"] == pytest.approx(8 / 9)
-    zeros = evaluate_files(samples, predictions, metrics=wanted, n_boot=0, uncertain="zeros")
-    assert zeros["chexpert14_micro_f1"] == pytest.approx(2 / 6)       # TP 1, FP 1, FN 3
+    wanted = [f"{name}_{policy}" for policy in ("u0", "u1") for name in (
+        "chexpert14_micro_f1", "chexpert14_macro_f1", "chexpert5_micro_f1", "chexpert5_macro_f1",
+        "chexpert14_example_f1", "chexpert14_accuracy")] + ["icd_micro_f1", "icd_macro_f1", "icd_exact_accuracy"]
+    got = evaluate_files(samples, predictions, metrics=wanted, n_boot=0)
+    assert got["chexpert14_micro_f1_u1"] == pytest.approx(4 / 8)        # TP 2, FP 1, FN 3
+    assert got["chexpert14_macro_f1_u1"] == pytest.approx(2 / 14)
+    assert got["chexpert5_micro_f1_u1"] == pytest.approx(4 / 6)         # TP 2, FP 1, FN 1
+    assert got["chexpert5_macro_f1_u1"] == pytest.approx(2 / 5)
+    assert got["chexpert_n_unparseable"] == 1
+    assert got["icd_micro_f1"] == pytest.approx(6 / 7) and got["icd_macro_f1"] == pytest.approx(8 / 9)
+    assert got["icd_exact_accuracy"] == pytest.approx(2 / 3)            # s1 misses I10
+    assert got["chexpert14_micro_f1_u0"] == pytest.approx(2 / 6)        # TP 1, FP 1, FN 3
+    # example-based F1 (u0): s0 {Atel, Fract} vs {Atel} 2/3; s1 {Cardio} vs {PlEff} 0; s2 {NoF} vs nothing 0
+    assert got["chexpert14_example_f1_u0"] == pytest.approx((2 / 3) / 3)
+    # accuracy (u0): 42 observation-sample cells, 4 wrong (Fracture s0, Cardio s1, PlEff s1, NoF s2)
+    assert got["chexpert14_accuracy_u0"] == pytest.approx(1 - 4 / 42)
+    with_ci = evaluate_files(samples, predictions, n_boot=20)
+    assert set(with_ci["ci"]) >= {"chexpert14_micro_f1_u0", "chexpert5_micro_f1_u0"}  # the report headline
 
 
 def test_concept_lists(tmp_path):

@@ -255,6 +255,24 @@ def test_bootstrap_metrics_reports_several_metrics_from_one_pass():
     assert all(c["lo"] <= c["point"] <= c["hi"] and c["n_valid"] == 100 for c in ci.values())
 
 
+def test_paired_statistic_difference_resamples_the_same_units_for_both_systems():
+    rng = np.random.default_rng(0)
+    a = pd.DataFrame({"score": rng.random(40)})
+    b = pd.DataFrame({"score": a["score"] - 0.1})  # b is a, shifted: every replicate differs by exactly 0.1
+    units = np.repeat(np.arange(20), 2)
+    mean = lambda t: float(t["score"].mean())
+    got = bootstrap.paired_statistic_difference(a, b, mean, units, n_boot=200, seed=1)
+    assert got["point"] == pytest.approx(0.1) and got["lo"] == pytest.approx(0.1) and got["hi"] == pytest.approx(0.1)
+    assert got["n_units"] == 20 and got["n_valid"] == 200
+    # for a mean, it is paired_difference of the per-sample scores
+    c = pd.DataFrame({"score": rng.random(40)})
+    by_means = bootstrap.paired_difference(a["score"], c["score"], units, n_boot=200, seed=1)
+    by_statistic = bootstrap.paired_statistic_difference(a, c, mean, units, n_boot=200, seed=1)
+    assert by_statistic["lo"] == pytest.approx(by_means["lo"]) and by_statistic["hi"] == pytest.approx(by_means["hi"])
+    with pytest.raises(ValueError, match="same samples: 40 and 39 rows"):
+        bootstrap.paired_statistic_difference(a, c.iloc[:39], mean)
+
+
 # ------------------------------------------------------------------------------------------------ VQA
 def test_normalize_and_token_scores():
     assert vqametrics.normalize_answer("The Posterior-Anterior view, 2.5 cm!") == "posterior anterior view 2.5 cm"

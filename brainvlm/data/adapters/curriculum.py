@@ -30,6 +30,7 @@ MIMIC_PATH = re.compile(r"(?:^|/)files/p\d{2}/p(?P<patient>\d+)/s(?P<study>\d+)/
 EHR_BLOCK = re.compile(r"Patient Data:\s*(?P<block>\{.*?\})\s*(?:\n|$)", re.DOTALL)
 STAGES = ("A", "B")
 MODES = ("image_only", "image_ehr")
+MODE_OF_STAGE = dict(zip(STAGES, MODES))  # a record without ``mode`` takes its stage's (else: EHR block or not)
 
 
 def record_ids(record: Mapping[str, Any], where: str) -> tuple[str, str]:
@@ -63,7 +64,8 @@ def from_curriculum(record: Mapping[str, Any], index: int, split: str, modality:
                     cohort_name: str = "curriculum", domain: str = "chest", where: str | None = None) -> dict:
     """A curriculum record as a two-turn ``report`` sample, id ``{cohort_name}_report_{split}_{index:06d}``.
 
-    Metadata: ``split``, ``domain``, ``stage`` (A/B), ``mode`` (image_only/image_ehr), ``patient_id``,
+    Metadata: ``split``, ``domain``, ``stage`` (A/B), ``mode`` (image_only/image_ehr; when absent from the
+    record, the stage's mode, else ``image_ehr`` exactly when the prompt has a patient-data block), ``patient_id``,
     ``study_id`` and ``ehr`` (the parsed patient-data block, or None), so training can pick a stage and
     splits keep a patient's studies together.
     """
@@ -79,8 +81,11 @@ def from_curriculum(record: Mapping[str, Any], index: int, split: str, modality:
     if IMAGE_TOKEN not in prompt:
         prompt = IMAGE_TOKEN + "\n" + prompt
     user = text_to_parts(prompt, iter([str(record["image"])]), modality, where)
-    metadata = {"split": split, "domain": domain, "stage": record.get("stage"), "mode": record.get("mode"),
-                "patient_id": patient, "study_id": study, "ehr": parse_ehr(prompt)}
+    ehr = parse_ehr(prompt)
+    mode = record.get("mode") or MODE_OF_STAGE.get(record.get("stage")) or ("image_ehr" if ehr else "image_only")
+    stage = record.get("stage") or STAGES[MODES.index(mode)]
+    metadata = {"split": split, "domain": domain, "stage": stage, "mode": mode,
+                "patient_id": patient, "study_id": study, "ehr": ehr}
     return {"id": f"{cohort_name}_report_{split}_{index:06d}", "task": "report",
             "conversations": [{"role": "user", "content": user},
                               {"role": "assistant", "content": [{"type": "text", "text": str(record["target"])}]}],
