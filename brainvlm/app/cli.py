@@ -15,7 +15,7 @@ import yaml
 
 from brainvlm.core.jsonio import dumps
 
-STUDIES = ("brain",)  # python -m brainvlm train --study NAME: a module of brainvlm.studies with train(...)
+STUDIES = ("brain", "report")  # python -m brainvlm train --study NAME: a module of brainvlm.studies with train(...)
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -229,7 +229,7 @@ def main_predict(argv: list[str]) -> int:
     """``python -m brainvlm predict --run-dir R --task T [--split test]``: resumable generation with a trained adapter."""
     parser = argparse.ArgumentParser(prog="brainvlm predict", description=main_predict.__doc__)
     parser.add_argument("--run-dir", required=True, help="run folder (reports/<run>)")
-    parser.add_argument("--task", required=True, help="task name, e.g. sex")
+    parser.add_argument("--task", required=True, help="task name, e.g. sex (brain) or report (report)")
     parser.add_argument("--split", default="test", help="train | val | test")
     parser.add_argument("--name", default=None, help="adapter folder under models/ (default: the task)")
     parser.add_argument("--out", default=None,
@@ -290,9 +290,7 @@ def study_params(study: str, params_path: Path, overrides: dict) -> dict:
         find_notebook,
         read_params,
     )
-    from brainvlm.studies import brain
-
-    module = {"brain": brain}[study]
+    module = study_module(study)
     params = {**read_params(params_path), **overrides}
     check_params(params, discover_notebooks(), source=str(params_path))
     return complete_params(find_notebook(module.TRAIN_NOTEBOOK), params)
@@ -303,11 +301,13 @@ def main_train(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="brainvlm train", description=main_train.__doc__)
     parser.add_argument("--params", required=True, help="the run's params file")
     parser.add_argument("--study", default="brain", choices=STUDIES, help="the study whose train() runs")
-    parser.add_argument("--task", required=True, help="task name, e.g. sex")
+    parser.add_argument("--task", required=True, help="task name, e.g. sex (brain) or report (report)")
     parser.add_argument("--run", default=None, help="run name under reports/ (default: the params file's stem)")
     parser.add_argument("--run-dir", default=None, help="run folder (instead of --run)")
     parser.add_argument("--name", default=None, help="output folder under models/ (default: the task)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    parser.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                        help="stop with an error after this optimizer step, as a crash would (to check resuming)")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="override one params key (value read as YAML)")
     parser.add_argument("--no-progress", action="store_true")
@@ -324,14 +324,14 @@ def main_train(argv: list[str]) -> int:
     distributed.init_distributed()
     rank, size = distributed.world()
     try:
-        trained = study_module(args.study).train(params, args.task, run_dir, name=args.name,
-                                                 resume=args.resume, progress=not args.no_progress)
+        trained = study_module(args.study).train(params, args.task, run_dir, name=args.name, resume=args.resume,
+                                                 stop_after=args.stop_after, progress=not args.no_progress)
         distributed.barrier()
     finally:
         distributed.shutdown()
     if rank == 0:
         print(trained.result.plan.to_string(index=False))
-        sharding = distributed.sharding_from(trained.settings.sharding).mode
+        sharding = distributed.sharding_from(getattr(trained.settings, "sharding", "data_parallel")).mode
         print(f"{args.task}: {trained.result.steps} steps on {size} process(es) ({sharding}), "
               f"best val loss {trained.result.best_val_loss}, adapter in {trained.result.adapter_dir}")
     return 0

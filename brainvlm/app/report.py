@@ -133,8 +133,19 @@ def conversation_html(sample: dict, image_root: str | Path, view=None) -> str:
             + "".join(turns) + "</div>")
 
 
+def stage_starts(log: pd.DataFrame) -> list[tuple[int, str]]:
+    """``(first step, stage name)`` of each stage of a training log (one entry for a one-stage fit)."""
+    if "stage" not in log or log.empty:
+        return []
+    changed = log["stage"].ne(log["stage"].shift())
+    return [(int(step), str(stage)) for step, stage in zip(log.loc[changed, "step"], log.loc[changed, "stage"])]
+
+
 def plot_training_log(logs: dict[str, pd.DataFrame]):
-    """Training loss per step (and validation loss where measured), one panel per run, plus the learning rate."""
+    """Training loss per step (and validation loss where measured), one panel per run, plus the learning rate.
+
+    A run of several stages (a curriculum) gets a dotted line and the stage's name where each stage begins.
+    """
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(logs) + 1, figsize=(4.2 * (len(logs) + 1), 3.2), squeeze=False)
@@ -143,6 +154,11 @@ def plot_training_log(logs: dict[str, pd.DataFrame]):
         val = log.dropna(subset=["val_loss"])
         ax.plot(val["step"], val["val_loss"], "o-", ms=3, label="validation")
         ax.set(title=name, xlabel="step", ylabel="loss per answer token", yscale="log")
+        starts = stage_starts(log)
+        for step, stage in starts if len(starts) > 1 else []:
+            ax.axvline(step - 0.5, c="grey", ls=":", lw=1)
+            ax.annotate(f"stage {stage}", (step, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                        textcoords="offset points", fontsize=8, color="grey")
         ax.legend(frameon=False)
     for name, log in logs.items():
         axes[0, -1].plot(log["step"], log["lr"], label=name)

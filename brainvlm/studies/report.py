@@ -285,8 +285,9 @@ def stage_samples(train: list[dict], settings: ReportSettings) -> list[Stage]:
     """The stages of the curriculum: each draws the records of its mode(s); EHR dropout applied to stage B."""
     rng = np.random.default_rng(settings.seed)
     total = total_steps(settings, len(train))
+    ends = np.round(total * np.cumsum([float(spec["share"]) for spec in settings.stages])).astype(int)
     stages = []
-    for spec in settings.stages:
+    for spec, start, end in zip(settings.stages, [0, *ends[:-1]], ends):
         modes = spec["mode"] if isinstance(spec["mode"], list) else [spec["mode"]]
         chosen = [s for s in train if s["metadata"]["mode"] in modes]
         if not chosen:
@@ -294,7 +295,7 @@ def stage_samples(train: list[dict], settings: ReportSettings) -> list[Stage]:
         if settings.ehr_dropout > 0:
             drop = rng.random(len(chosen)) < settings.ehr_dropout
             chosen = [ehr_off(s) if d and s["metadata"]["mode"] == "image_ehr" else s for s, d in zip(chosen, drop)]
-        steps = max(1, round(total * float(spec["share"])))
+        steps = max(1, int(end - start))  # cumulative rounding: the stages add up to the total
         stages.append(Stage(str(spec["name"]), chosen, [], max_steps=steps, lr=spec.get("lr")))
     return stages
 
