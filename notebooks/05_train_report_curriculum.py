@@ -45,6 +45,7 @@ report_prompt_b: str = "Patient Data: {ehr}\nImage:<image>\nAnswer Impression, C
 report_n_patients: int = 40  # synthetic default: patients (some have two studies)
 report_image_size: int = 32  # synthetic default: image edge in pixels
 report_split_fractions: list = [0.6, 0.2, 0.2]  # train / val / test, by patient
+report_vision_tower: str = ""  # original-layout (LLaVA-Med) checkpoints: a local CLIP tower folder (offline)
 report_lora_r: int = 32  # LoRA rank
 report_lora_alpha: int = 64  # LoRA scaling numerator
 report_lora_dropout: float = 0.0  # LoRA dropout
@@ -202,7 +203,7 @@ for name, trained in variants.items():
 systems["constant report"] = [report.constant_report(train)] * len(test)
 systems["retrieval (nearest training image)"] = report.retrieval_reports(
     curriculum.model, curriculum.processor, train, test, image_root)
-base_model, base_processor = load_base(curriculum.base, dtype, load_in_4bit)
+base_model, base_processor = load_base(curriculum.base, dtype, load_in_4bit, report_vision_tower)
 systems["zero-shot base · EHR on"] = report.predict(
     base_model, base_processor, test, out / f"05_{report_task}_zero_shot.jsonl", image_root,
     report_generate_batch_size, report_max_new_tokens, weights=f"base:{curriculum.base}")

@@ -42,11 +42,15 @@ def base_checkpoint(model: str, seed: int, out_dir: Path, texts: list[str]) -> s
     return str(out)
 
 
-def load_base(base: str, dtype: str, load_in_4bit: bool) -> tuple[Any, Any]:
-    """The base model and processor on this process's device (4-bit weights are placed by the loader)."""
+def load_base(base: str, dtype: str, load_in_4bit: bool, vision_tower: str | None = None) -> tuple[Any, Any]:
+    """The base model and processor on this process's device (4-bit weights are placed by the loader).
+
+    ``vision_tower``: for an original-layout LLaVA/LLaVA-Med folder, a local CLIP tower to use instead of
+    the one its config names (offline use; see ``model.convert``).
+    """
     device = distributed.local_device()
     model, processor = load(base, dtype=dtype, load_in_4bit=load_in_4bit,
-                            device_map={"": device} if load_in_4bit else None)
+                            device_map={"": device} if load_in_4bit else None, vision_tower=vision_tower or None)
     return (model if load_in_4bit else model.to(device)), processor
 
 

@@ -71,6 +71,7 @@ class ReportSettings:
     model: str
     dtype: str
     load_in_4bit: bool
+    vision_tower: str  # original-layout checkpoints: a local CLIP tower instead of mm_vision_tower ("" = that)
     lora_r: int
     lora_alpha: int
     lora_dropout: float
@@ -359,7 +360,7 @@ def train(params: dict[str, Any], task: str, run_dir: Path, name: str | None = N
     train_samples = read_jsonl(manifest["files"]["train"])
     val = of_mode(read_jsonl(manifest["files"]["val"]), "image_ehr")
     base = base_for(settings, run_dir, train_samples)
-    model, processor = load_base(base, settings.dtype, settings.load_in_4bit)
+    model, processor = load_base(base, settings.dtype, settings.load_in_4bit, settings.vision_tower)
     model = lora.add_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout,
                           seed=settings.seed)
     schedule = stage_samples(train_samples, settings)

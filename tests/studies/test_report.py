@@ -45,7 +45,7 @@ def run_dir(tmp_path_factory):
 
 
 def params(**over) -> dict:
-    base = {"seed": 0, "model": "tiny", "dtype": "float32", "load_in_4bit": False, "report_lora_r": 4,
+    base = {"seed": 0, "model": "tiny", "dtype": "float32", "load_in_4bit": False, "report_vision_tower": "", "report_lora_r": 4,
             "report_lora_alpha": 8, "report_lora_dropout": 0.0, "report_lr": 2.0e-3, "report_batch_size": 4,
             "report_grad_accum": 1, "report_steps": 4, "report_epochs": 0.0, "report_warmup_ratio": 0.0,
             "report_precision": "fp32",
@@ -64,6 +64,17 @@ def test_splits_keep_patients_and_both_stages_of_an_image_together(run_dir):
     for split in ("train", "val", "test"):  # each image once per stage
         rows = summary[summary["split"] == split]
         assert rows["images"].tolist() == rows["samples"].tolist() and rows["samples"].nunique() == 1
+
+
+def test_same_seed_same_files_other_seed_other_split(tmp_path):
+    first, second = (build(tmp_path / name, n_patients=12) for name in ("a", "b"))
+    files = lambda manifest: [Path(manifest["files"][s]).read_bytes() for s in ("train", "val", "test")]
+    assert files(first) == files(second)
+    images = sorted((tmp_path / "a" / "data" / "cxr").rglob("*.png"))
+    assert images and all(p.read_bytes() == (tmp_path / "b" / p.relative_to(tmp_path / "a")).read_bytes()
+                          for p in images)
+    records, _, _ = report.load_records(source(n_patients=12), tmp_path / "c" / "data" / "cxr", 0)
+    assert report.split_records(records, (0.6, 0.2, 0.2), 1) != report.split_records(records, (0.6, 0.2, 0.2), 0)
 
 
 def test_curriculum_files_without_ids_split_by_the_patient_of_their_mimic_path(tmp_path):
