@@ -113,7 +113,7 @@ def main_check_submission(argv: list[str]) -> int:
                                                      "(an ids file or the gold file)")
     parser.add_argument("--kind", default="concepts", choices=["concepts", "captions"])
     args = parser.parse_args(argv)
-    from brainvlm.eval.clef import check_submission
+    from brainvlm.eval.clef_files import check_submission
 
     try:
         violations = check_submission(args.submission, args.ids, args.kind)
@@ -142,6 +142,13 @@ def _split(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _allowed(value: str | None) -> list[str] | None:
+    """``--allowed``: ``manual`` (the ImageCLEF 2025/2026 allow-list) or comma-separated CUIs."""
+    from brainvlm.data.clef_tasks import MANUAL_CUIS
+
+    return list(MANUAL_CUIS) if value == "manual" else _split(value)
+
+
 def evaluate_parser() -> argparse.ArgumentParser:
     """Arguments of ``brainvlm evaluate``."""
     parser = argparse.ArgumentParser(prog="brainvlm evaluate",
@@ -162,6 +169,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
                         help="label report text with the rule-based CheXpert-14 labeler (CheXpert-14 (rule) F1)")
     parser.add_argument("--partial", action="store_true",
                         help="score a partial run: samples without a prediction count as wrong (default: error)")
+    parser.add_argument("--allowed", default=None,
+                        help="concepts: CUIs of the secondary ImageCLEF F1 (comma-separated), or 'manual' "
+                             "for the 2025/2026 list (default: no secondary score)")
     return parser
 
 
@@ -210,7 +220,8 @@ def main_evaluate(argv: list[str]) -> int:
                                 labels=_parse_labels(args.labels), group_by=_split(args.group_by),
                                 tokenize=args.tokenize, fallback=args.fallback,
                                 n_boot=args.n_boot, n_boot_text=args.n_boot_text, seed=args.seed, unit=args.unit,
-                                partial=args.partial, labeler=args.labeler)
+                                partial=args.partial, labeler=args.labeler,
+                                allowed_cuis=_allowed(args.allowed))
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
         print(f"brainvlm evaluate: {exc}", file=sys.stderr)
         return 1

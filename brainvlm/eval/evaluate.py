@@ -3,7 +3,8 @@
 ``evaluate_files`` picks every metric that applies to the samples' task (label tasks: accuracy,
 balanced accuracy, macro-F1 and a confusion matrix; numerical: MAE, RMSE, Pearson r, Spearman rho;
 vqa: the VQA metrics and the text metrics; report/caption: the text metrics, plus CheXpert and ICD
-label F1 where the references carry those blocks; concepts: label-set F1), a per-group breakdown and
+label F1 where the references carry those blocks, and the ImageCLEF ROUGE-1 of captions; concepts:
+label-set F1 and the ImageCLEF primary (and, with an allow-list, secondary) F1), a per-group breakdown and
 bootstrap intervals that resample subjects (or images). It writes them as sorted-key JSON.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,8 @@ class _TaskEvaluation:
 
     def intervals(self, options: EvalOptions, unit: str | None) -> dict:
         """Bootstrap intervals of the headline metrics (and of the text metrics) resampling ``unit``."""
-        headline = [m for m in scoring.HEADLINE[self.task] if options.metrics is None or m in options.metrics]
+        wanted = options.metrics
+        headline = [m for m in scoring.headline(self.task, self.config) if wanted is None or m in wanted]
         ci = {}
         if headline and options.n_boot > 0:
             fn = lambda t: scoring.task_metrics(t, self.task, self.config)
@@ -254,7 +256,9 @@ def _numeric_fallback(samples: list[dict], fallback: float | None) -> tuple[floa
 def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metrics: Sequence[str] | None = None,
                    out: str | Path | None = None, labels: dict | Sequence[str] | None = None,
                    group_by: str | Sequence[str] | None = None, tokenize: str = "ptb", *,
-                   fallback: float | None = None, concept_names: dict | None = None,
+                   fallback: float | None = None,
+                   concept_names: Mapping[str, str] | ConceptMapper | None = None,
+                   allowed_cuis: Collection[str] | None = None,
                    n_boot: int = 1000, n_boot_text: int = 200, seed: int = 0, unit: str | None = None,
                    progress: bool = False, partial: bool = False, labeler: str | None = None) -> dict:
     """Score ``predictions_path`` against ``samples_path`` and (optionally) write the result to ``out``.
@@ -269,6 +273,9 @@ def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metri
         n_boot, n_boot_text: bootstrap replicates for the headline and the text metrics (0 = none).
         unit: resampling unit column (default ``query_subject``, else the query ``image``, else rows).
         labeler: ``"rule"`` adds CheXpert-14 (rule) F1 of report text (``scoring.RULE_METRICS``).
+        concept_names: a ``ConceptMapper`` or a name -> CUI mapping for concept answers that name concepts.
+        allowed_cuis: the CUIs of the secondary ImageCLEF F1 of concepts (``clef_secondary_f1``; e.g.
+            ``data.clef_tasks.MANUAL_CUIS``); its gold is ``metadata.manual_cuis`` where a sample has it.
         partial: score a partial run: samples without a prediction count as wrong (by default they are
             an error). Prediction ids that match no sample are listed in either case.
 
@@ -289,7 +296,7 @@ def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metri
     if concept_names is not None and not isinstance(concept_names, ConceptMapper):
         concept_names = ConceptMapper.from_names(concept_names)  # built once, not once per answer
     config = scoring.ScoreConfig(labels=labels, fallback=fallback, concept_names=concept_names,
-                                 labeler=labeler)
+                                 allowed_cuis=allowed_cuis, labeler=labeler)
     table = scoring.score_samples(samples, predictions, config)
     options = EvalOptions(wanted, groups, tokenize, n_boot, n_boot_text, seed, unit, progress)
     by_id = {s["id"]: s for s in samples}

@@ -44,8 +44,8 @@ class TaskEvaluation:
 
     @property
     def headline(self) -> tuple[str, ...]:
-        """The task kind's headline metric names."""
-        return scoring.HEADLINE[self.kind]
+        """The task kind's headline metric names (with the secondary ImageCLEF F1 when configured)."""
+        return scoring.headline(self.kind, self.config)
 
 
 def score_config(task_entry: dict[str, Any], train_samples: list[dict]) -> scoring.ScoreConfig:

@@ -9,13 +9,14 @@ prediction is scored with an empty prediction: unparseable and wrong, and counte
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from brainvlm.eval import answers, chexpert_labeler, metrics, vqametrics
+from brainvlm.data.concept_map import ConceptMapper
+from brainvlm.eval import answers, captions, chexpert_labeler, clef, metrics, vqametrics
 from brainvlm.eval.textmetrics import METRIC_NAMES as TEXT_METRICS
 
 LABEL_TASKS = ("comparison_categorical", "classification")
@@ -28,9 +29,13 @@ HEADLINE = {
     "classification": ("accuracy", "balanced_accuracy", "macro_f1"),
     "comparison_numerical": ("mae", "rmse", "pearson_r", "spearman_rho"),
     "vqa": ("closed_accuracy", "open_recall", "open_token_f1"),
-    "concepts": ("micro_f1", "macro_f1"),
-    "report": ("chexpert14_micro_f1_u0", "chexpert5_micro_f1_u0"), "caption": (),
+    "concepts": ("micro_f1", "macro_f1", "clef_primary_f1"),
+    "report": ("chexpert14_micro_f1_u0", "chexpert5_micro_f1_u0"), "caption": ("clef_rouge1_f",),
 }
+# ImageCLEFmedical Caption: the mean per-image F1 of the concept sets as the challenge scores the rows
+# written for them (eval.clef.set_tokens), the secondary F1 over an allow-list (a headline only when one is
+# given), and the mean per-image ROUGE-1 F of captions after the challenge's normalisation (eval.captions).
+CLEF_SECONDARY = "clef_secondary_f1"
 # CheXpert from the label block a model writes: u0 counts uncertain (-1) as negative (the headline), u1 as
 # positive (beside it). Micro/macro F1 over the 14 or the 5 competition observations, example-based F1 (mean
 # over samples) and accuracy (mean over the 14 observations of per-observation accuracy).
@@ -54,14 +59,19 @@ class ScoreConfig:
         labels: label -> synonyms (``{"male": ["man", "M"], ...}``) or a list of labels; default: the
             samples' targets, each its own only synonym.
         fallback: the number an unparseable numeric answer counts as (normally the training mean).
-        concept_names: concept name -> CUI, for concept lists that name concepts instead of CUIs.
+        concept_names: a :class:`~brainvlm.data.concept_map.ConceptMapper`, or concept name -> CUI (one is
+            built from it per answer: pass a mapper for a large table), for concept lists that name concepts.
+        allowed_cuis: the CUIs of the secondary ImageCLEF score (``data.clef_tasks.MANUAL_CUIS`` for 2025 and
+            2026); its gold is ``metadata.manual_cuis`` where a sample has it, else the reference concepts.
+            ``None``: no secondary score.
         labeler: ``"rule"`` labels the report text of reference and prediction with the rule-based
             CheXpert-14 labeler (``RULE_METRICS``); ``None`` does not.
     """
 
     labels: Mapping[str, Sequence[str]] | Sequence[str] | None = None
     fallback: float | None = None
-    concept_names: Mapping[str, str] | None = None
+    concept_names: Mapping[str, str] | ConceptMapper | None = None
+    allowed_cuis: Collection[str] | None = None
     labeler: str | None = None  # "rule": also label the report text with eval.chexpert_labeler
 
 
@@ -142,6 +152,9 @@ def _metadata_columns(sample: dict) -> dict:
 
 
 def _score_row(sample: dict, prediction: str, task: str, config: ScoreConfig, synonyms: dict) -> dict:
+    if sample.get("metadata", {}).get("no_reference"):
+        raise ValueError(f"sample {sample.get('id')!r}: $.metadata.no_reference is true (an image without "
+                         "gold, its answer a placeholder); score its submission against the gold file")
     reference = reference_text(sample)
     if task in LABEL_TASKS:
         target, parsed = label_target(sample, synonyms), answers.parse_label(prediction, synonyms)
@@ -165,10 +178,28 @@ def _score_row(sample: dict, prediction: str, task: str, config: ScoreConfig, sy
         if target is None:
             raise ValueError(f"sample {sample.get('id')!r}: the reference {reference!r} is not a concept list")
         parsed = answers.parse_concepts(prediction, config.concept_names)
-        return {"target": target, "parsed": parsed, "parse_ok": parsed is not None}
+        return {"target": target, "parsed": parsed, "parse_ok": parsed is not None,
+                **_clef_columns(sample, target, parsed, config)}
     if task in TEXT_TASKS:
-        return {"parse_ok": bool(prediction.strip()), **_block_columns(reference, prediction, config)}
+        rouge = {"clef_rouge1": captions.rouge1_f(prediction, reference)} if task == "caption" else {}
+        blocks = _block_columns(reference, prediction, config)
+        return {"parse_ok": bool(prediction.strip()), **rouge, **blocks}
     raise ValueError(f"sample {sample.get('id')!r}: unknown task {task!r}")
+
+
+def _clef_columns(sample: dict, target: frozenset, parsed: frozenset | None, config: ScoreConfig) -> dict:
+    """Per-image ImageCLEF F1 (``clef_f1``; ``clef_secondary_f1`` with an allow-list, NaN where the
+    restricted gold is empty) of the rows the concept sets would be written as; unparseable: no concepts."""
+    predicted = clef.set_tokens(parsed or ())
+    row = {"clef_f1": clef.image_f1(clef.set_tokens(target), predicted)}
+    if config.allowed_cuis is not None:
+        manual = sample.get("metadata", {}).get("manual_cuis")
+        if manual is not None and not (isinstance(manual, list) and all(isinstance(c, str) for c in manual)):
+            raise ValueError(f"sample {sample.get('id')!r}: $.metadata.manual_cuis must be a list of CUIs")
+        gold = clef.set_tokens(target if manual is None else manual)
+        allowed = {c.strip().upper() for c in config.allowed_cuis}
+        row[CLEF_SECONDARY] = clef.image_score(gold, predicted, allowed)
+    return row
 
 
 def _block_columns(reference: str, prediction: str, config: ScoreConfig) -> dict:
@@ -245,10 +276,25 @@ def task_metrics(table: pd.DataFrame, task: str, config: ScoreConfig | None = No
         return {**vqametrics.vqa_metrics(table), "n_unparseable": _count_unparseable(table)}
     if task == "concepts":
         parsed = [p if ok else None for p, ok in zip(table["parsed"], table["parse_ok"])]
-        return metrics.label_set_metrics(list(table["target"]), parsed)
+        return {**metrics.label_set_metrics(list(table["target"]), parsed), **_clef_metrics(table, config)}
     if task in TEXT_TASKS:
-        return {**_block_metrics(table), "n_unparseable": _count_unparseable(table)}
+        rouge = {"clef_rouge1_f": _mean(table["clef_rouge1"])} if task == "caption" else {}
+        return {**rouge, **_block_metrics(table), "n_unparseable": _count_unparseable(table)}
     raise ValueError(f"unknown task {task!r}; expected one of {sorted(HEADLINE)}")
+
+
+def _mean(column: pd.Series) -> float:
+    return float(column.mean()) if len(column) else math.nan
+
+
+def _clef_metrics(table: pd.DataFrame, config: ScoreConfig) -> dict:
+    """The ImageCLEF primary F1 and, with an allow-list, the secondary F1 and the images it counts."""
+    out: dict[str, float | int] = {"clef_primary_f1": _mean(table["clef_f1"])}
+    if config.allowed_cuis is not None:
+        secondary = clef.mean_score(table[CLEF_SECONDARY].astype(float))
+        out[CLEF_SECONDARY] = math.nan if secondary is None else secondary
+        out["clef_secondary_n_images"] = int(table[CLEF_SECONDARY].notna().sum())
+    return out
 
 
 def _sets(column: pd.Series) -> list[frozenset | None]:
@@ -301,13 +347,21 @@ def metric_names(task: str) -> tuple[str, ...]:
         "comparison_numerical": ("mae", "rmse", "pearson_r", "spearman_rho"),
         "vqa": ("closed_accuracy", "closed_accuracy_llava_med_script", "open_recall", "open_exact_match",
                 "open_token_f1", "exact_match", "token_f1", *TEXT_METRICS),
-        "concepts": ("micro_f1", "macro_f1", "micro_precision", "micro_recall"),
+        "concepts": ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "clef_primary_f1",
+                     CLEF_SECONDARY),
         "report": (*TEXT_METRICS, *CHEXPERT_METRICS, *ICD_METRICS, *RULE_METRICS),
-        "caption": (*TEXT_METRICS, *CHEXPERT_METRICS, *ICD_METRICS, *RULE_METRICS),
+        "caption": ("clef_rouge1_f", *TEXT_METRICS, *CHEXPERT_METRICS, *ICD_METRICS, *RULE_METRICS),
     }
     if task not in names:
         raise ValueError(f"unknown task {task!r}; expected one of {sorted(names)}")
     return names[task]
+
+
+def headline(task: str, config: ScoreConfig | None = None) -> tuple[str, ...]:
+    """The headline metrics of a task kind (those with intervals): ``HEADLINE``, plus the secondary ImageCLEF
+    F1 of concepts when ``config`` gives an allow-list."""
+    secondary = task == "concepts" and config is not None and config.allowed_cuis is not None
+    return HEADLINE[task] + ((CLEF_SECONDARY,) if secondary else ())
 
 
 def uses_text_metrics(task: str) -> bool:

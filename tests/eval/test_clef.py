@@ -1,5 +1,5 @@
-"""ImageCLEF submission files: a test per scoring rule, an invalid file per format rule, the writers, and a
-property test against a restatement of the official evaluator's per-image loop."""
+"""ImageCLEF concept scores: a test per scoring rule, scores of parsed concept sets, and a property test
+against a restatement of the official evaluator's per-image loop."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import f1_score
 
-from brainvlm.eval import clef
+from brainvlm.eval import clef, clef_files
 
 IDS = [str(i) for i in range(1, 13)]  # not zero-padded: sorted as text they read 1, 10, 11, 12, 2, ...
 
@@ -88,6 +88,22 @@ def test_per_image_scores_come_in_gold_order_for_a_paired_bootstrap(tmp_path):
     assert out.read_text(encoding="utf-8").splitlines()[:3] == ["id,primary", "1,1.0", "2,0.0"]
 
 
+def test_a_parsed_concept_set_scores_as_the_row_written_for_it(tmp_path):
+    assert clef.set_tokens({"c0000002", "C0000001", "pleural effusion"}) == ("C0000001", "C0000002")
+    assert clef.set_tokens(frozenset()) == ("",)                          # written as "ID,"
+    gold = {"1": {"C0040405", "C0817096"}, "2": set(), "3": set(), "4": {"C0000001"}}
+    predicted = {"1": {"C0040405", "lung"}, "2": set(), "3": {"C0000001"}, "4": set()}
+    ids = list(gold)
+    written = {i: concepts - {"lung"} for i, concepts in predicted.items()}   # unmapped names left out
+    paths = [clef_files.write_concepts(tmp_path / f"{name}.csv", ids, sets)
+             for name, sets in (("gold", gold), ("sub", written))]
+    from_files = clef.clef_per_image(*paths)["primary"].tolist()
+    from_sets = [clef.image_f1(clef.set_tokens(gold[i]), clef.set_tokens(predicted[i])) for i in ids]
+    assert from_sets == from_files == [pytest.approx(2 / 3), 1.0, 0.0, 0.0]
+    assert clef.image_score(("C0040405", "C0000001"), ("C0040405",), {"C0040405"}) == 1.0
+    assert math.isnan(clef.image_score(("C0000001",), ("C0000001",), {"C0040405"}))   # no allowed gold
+
+
 @pytest.mark.parametrize(("submission", "says"), [
     ("ID,CUIs\n1,C1\n1,C1\n2,\n", "row 3: the id '1' repeats"),
     ("ID,CUIs\n1,C1\n3,\n", "row 3: the id '3' is not in the gold file"),
@@ -102,97 +118,6 @@ def test_a_file_the_evaluator_refuses_is_an_error_naming_the_row(tmp_path, submi
     with pytest.raises(clef.SubmissionError, match="sub.csv") as info:
         _score(tmp_path, "ID,CUIs\n1,C1\n2,C2\n", submission)
     assert says in str(info.value)
-
-
-# ---------------------------------------------------------------------------------- the format check
-VALID_CONCEPTS = "ID,CUIs\n" + "".join(f"{i},C0040405;C0817096\n" for i in IDS)
-
-
-def _rest(start: int) -> str:
-    """Valid caption rows for the images from ``IDS[start]`` on."""
-    return "".join(f"{i},x\n" for i in IDS[start:])
-
-
-INVALID = [  # one hand-written file per rule: (kind, file content, rule, row)
-    ("concepts", "ID,CUI\n" + VALID_CONCEPTS.split("\n", 1)[1], "header", 1),
-    ("concepts", b"\xef\xbb\xbf" + VALID_CONCEPTS.encode(), "bom", 1),
-    ("concepts", VALID_CONCEPTS.encode().replace(b"3,C0040405", b"3,C004\xe9405"), "encoding", 4),
-    ("concepts", VALID_CONCEPTS.replace("\n5,", "\n\n5,"), "blank", 6),
-    ("concepts", VALID_CONCEPTS + "\n", "blank", 14),
-    ("concepts", VALID_CONCEPTS.replace("4,C0040405;C0817096", "4"), "comma", 5),
-    ("concepts", VALID_CONCEPTS.replace("4,C0040405;C0817096", "4,C0040405,C0817096"), "columns", 5),
-    ("concepts", VALID_CONCEPTS.replace("\n4,", "\n4 ,"), "whitespace", 5),
-    ("concepts", VALID_CONCEPTS.replace("C0817096\n4", "C0817096 \n4"), "whitespace", 4),
-    ("concepts", VALID_CONCEPTS.replace("4,C0040405;", "4,C0040405; "), "whitespace", 5),
-    ("concepts", VALID_CONCEPTS.replace("\n4,C0040405;", "\n3,C0040405;"), "duplicate-id", 5),
-    ("concepts", VALID_CONCEPTS.replace("\n12,", "\n13,"), "unknown-id", 13),
-    ("concepts", "ID,CUIs\n" + "".join(f"{i},C0040405\n" for i in sorted(IDS)), "order", 6),
-    ("concepts", VALID_CONCEPTS.replace("12,C0040405;C0817096\n", ""), "missing-id", None),
-    ("concepts", VALID_CONCEPTS.replace("7,C0040405;C0817096", "7,C0040405;C0817096;"), "empty-cui", 8),
-    ("concepts", VALID_CONCEPTS.replace("7,C0040405;C0817096", "7,C0040405;;C0817096"), "empty-cui", 8),
-    ("concepts", VALID_CONCEPTS.replace("7,C0040405", "7,c0040405"), "cui-format", 8),
-    ("concepts", VALID_CONCEPTS.replace("7,C0040405", "7,X-ray CT"), "cui-format", 8),
-    ("concepts", VALID_CONCEPTS.replace("7,C0040405;C0817096", "7,C0040405;C0040405"), "duplicate-cui", 8),
-    ("concepts", VALID_CONCEPTS.replace("7,C0040405;C0817096", "7," + ";".join(f"C{i}" for i in range(101))),
-     "too-many", 8),
-    ("captions", "ID,Caption\n1,CT of the chest\n2,\n" + _rest(2), "empty-caption", 3),
-    ("captions", 'ID,Caption\n1,"CT of the\nchest"\n' + _rest(1), "line-break", 2),
-    ("captions", "ID,Caption\n1,CT of the chest, axial\n" + _rest(1), "quoting", 2),
-    ("captions", 'ID,Caption\n1,"CT, axial" chest\n' + _rest(1), "quoting", 2),
-]
-
-
-@pytest.mark.parametrize(("kind", "content", "rule", "row"), INVALID)
-def test_each_rule_has_an_invalid_file_that_breaks_it(tmp_path, kind, content, rule, row):
-    violations = clef.check_submission(_file(tmp_path / "S.csv", content), IDS, kind)
-    assert (rule, row) in {(v.rule, v.row) for v in violations}, [str(v) for v in violations]
-
-
-def test_every_violation_is_reported_with_its_row(tmp_path):
-    content = "ID,CUIs \n1,C0040405;\n2\n2,c1\n13,C1;C1\n"
-    violations = clef.check_submission(_file(tmp_path / "S.csv", content), IDS[:3])
-    assert [(v.rule, v.row) for v in violations] == [
-        ("header", 1), ("empty-cui", 2), ("comma", 3), ("duplicate-id", 4), ("cui-format", 4),
-        ("unknown-id", 5), ("duplicate-cui", 5), ("missing-id", None)]
-    assert str(violations[0]) == "row 1: the header is 'ID,CUIs '; it must be exactly 'ID,CUIs'"
-    assert str(violations[-1]).startswith("file: 1 ids of the ids file have no row (first ten: ['3'])")
-
-
-def test_the_writers_write_files_that_pass_the_check(tmp_path):
-    concepts = {i: ["c0040405", "C0817096", "C0040405"] if i != "2" else [] for i in IDS}
-    path = clef.write_concepts(tmp_path / "concepts.csv", IDS, concepts)
-    lines = path.read_text(encoding="utf-8").splitlines()
-    assert lines[:4] == ["ID,CUIs", "1,C0040405;C0817096", "2,", "3,C0040405;C0817096"]
-    assert [line.split(",")[0] for line in lines[1:]] == IDS                 # the ids' order, not sorted
-    assert clef.check_submission(path, IDS) == []
-    captions = {i: f"CT of the chest,\n  slice {i}" for i in IDS} | {"1": 'a "quoted" word'}
-    path = clef.write_captions(tmp_path / "captions.csv", IDS, captions)
-    assert path.read_bytes().startswith(b'ID,Caption\n1,"a ""quoted"" word"\n2,"CT of the chest, slice 2"\n')
-    assert clef.check_submission(path, IDS, "captions") == []
-    ids_file = _file(tmp_path / "ids.csv", "ID,CUIs\n" + "".join(f"{i},\n" for i in IDS))
-    assert clef.read_ids(ids_file) == IDS and clef.check_submission(path, ids_file, "captions") == []
-
-
-@pytest.mark.parametrize(("call", "says"), [
-    (lambda p: clef.write_concepts(p, IDS[:2], {"1": ["C1"]}), "1 ids have no concepts"),
-    (lambda p: clef.write_concepts(p, ["1"], {"1": ["C1"], "2": []}), "1 concepts belong to no id"),
-    (lambda p: clef.write_concepts(p, ["1", "1"], {"1": ["C1"]}), "listed more than once"),
-    (lambda p: clef.write_concepts(p, ["1 "], {"1 ": ["C1"]}), "whitespace at an end"),
-    (lambda p: clef.write_concepts(p, ["1"], {"1": ["chest"]}), "['CHEST'] are not CUIs"),
-    (lambda p: clef.write_concepts(p, ["1"], {"1": [f"C{i}" for i in range(101)]}), "101 concepts"),
-    (lambda p: clef.write_captions(p, ["1"], {"1": " \n "}), "the caption is empty"),
-])
-def test_the_writers_refuse_what_the_challenge_would(tmp_path, call, says):
-    with pytest.raises(ValueError, match=None) as info:
-        call(tmp_path / "S.csv")
-    assert says in str(info.value)
-
-
-def test_the_check_takes_an_ids_file_whose_first_column_is_id(tmp_path):
-    with pytest.raises(ValueError, match="does not start with ID"):
-        clef.read_ids(_file(tmp_path / "ids.csv", "image\n1\n"))
-    with pytest.raises(ValueError, match="kind='caption'"):
-        clef.check_submission(_file(tmp_path / "S.csv", VALID_CONCEPTS), IDS, "caption")
 
 
 # ---------------------------------------------------------------------------------- the property test

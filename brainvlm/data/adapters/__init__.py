@@ -3,6 +3,7 @@
 - :mod:`~brainvlm.data.adapters.llava`: LLaVA-classic ``conversations`` records (``from``/``value``).
 - :mod:`~brainvlm.data.adapters.curriculum`: curriculum report records (``image``, ``prompt``, ``target``).
 - :mod:`~brainvlm.data.adapters.vqa_rad`: VQA-RAD question files.
+- :mod:`~brainvlm.data.adapters.roco`: the ROCOv2 / ImageCLEFmedical Caption layout (concepts, captions).
 
 Every adapter returns canonical samples that :mod:`brainvlm.data.validate` checks; a record it cannot
 convert is an :class:`AdapterError` naming the record.
