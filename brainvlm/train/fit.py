@@ -10,6 +10,7 @@ or sharded (FSDP2, DeepSpeed ZeRO-2/3): see ``brainvlm.train.distributed``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import shutil
 import time
@@ -50,6 +51,7 @@ from brainvlm.train.distributed import (
     world,
 )
 
+logger = logging.getLogger(__name__)
 IGNORE = -100
 
 
@@ -200,6 +202,11 @@ def run_stage(model, collator, stage: Stage, config: TrainConfig, state: _Run,
         load_optimizer(stepper, resume_from)
     seed = config.seed + 1000 * state.stage
     lengths = sample_lengths(collator, stage.train, config.progress) if config.group_by_length else None
+    if world()[0] == 0:
+        logger.info("stage %s: steps %d-%d of this fit (%s), %d training samples, peak lr %g",
+                    stage.name, state.global_step - state.stage_step + 1, state.global_step - state.stage_step + total,
+                    f"resuming after step {state.global_step}" if state.stage_step else "starting",
+                    len(stage.train), stage.lr or config.lr)
     bar = tqdm(total=total, initial=state.stage_step, desc=f"stage {stage.name}",
                disable=not config.progress or world()[0] != 0)
     model.train()
