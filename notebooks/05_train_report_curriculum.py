@@ -70,7 +70,7 @@ report_generate_batch_size: int = 32  # prompts per generation batch
 report_max_new_tokens: int = 96  # longest generated report
 report_tokenize: str = "ptb"  # text metrics: ptb (COCO standard, needs Java) | none
 report_n_boot: int = 1000  # bootstrap replicates of the label metrics and differences
-report_n_boot_text: int = 200  # bootstrap replicates of the text metrics
+report_n_boot_text: int = 100  # bootstrap replicates of the text metrics
 report_examples: int = 4  # example reports shown beside their images
 expect: dict = {}  # metric name -> comparison rule, checked at the end (see params/default.yaml)
 

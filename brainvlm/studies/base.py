@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from brainvlm.core.jsonio import read_json, write_json
-from brainvlm.model import tiny
-from brainvlm.model.loader import load
+from brainvlm.eval import generate
+from brainvlm.model import collate, templates, tiny
+from brainvlm.model.loader import load, model_family
 from brainvlm.train import distributed
 
 TINY_MODELS = {"tiny": "tiny", "tiny-real-size": "real"}  # built locally with random weights
@@ -61,3 +62,26 @@ def weights_fingerprint(model) -> str:
         digest.update(name.encode())
         digest.update(value.detach().cpu().float().numpy().tobytes())
     return digest.hexdigest()
+
+
+def predict_samples(model: Any, processor: Any, samples: list[dict], out_path: Path, image_root: str | Path,
+                    batch_size: int, max_new_tokens: int, progress: bool = True,
+                    weights: str | None = None) -> list[str]:
+    """Greedy answers for samples, in sample order, appended resumably to ``out_path`` (``eval.generate``).
+
+    The file is continued only for the same weights, samples and generation settings
+    (``generate.guard_resume``); answers of another model are discarded.
+
+    Args:
+        weights: what identifies the model (default: the fingerprint of its trainable tensors; give the
+            base checkpoint's name for an untrained base, whose full weights are too large to hash).
+    """
+    ids = hashlib.sha256("\n".join(s["id"] + repr(s["conversations"][0]) for s in samples).encode()).hexdigest()
+    record = {"weights": weights or weights_fingerprint(model), "samples": ids,
+              "generation": {"batch_size": batch_size, "max_new_tokens": max_new_tokens}}
+    generate.guard_resume(Path(out_path), record)
+    prompts = collate.Collator(processor, collate.CollateConfig(image_root=str(image_root)), prompt_only=True)
+    stops = templates.stop_token_ids(processor.tokenizer, model_family(model))
+    table = generate.predict(model, samples, out_path, prompts, processor.tokenizer, stops, batch_size,
+                             max_new_tokens, progress)
+    return [str(p) for p in table["prediction"]]

@@ -20,7 +20,6 @@ their defaults (``python -m brainvlm train --study report`` reads it).
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import re
 from collections import Counter
@@ -36,11 +35,10 @@ from brainvlm.core.seeding import set_seed
 from brainvlm.data import splits, synthetic_cxr
 from brainvlm.data.adapters.curriculum import from_curriculum, read_joins, record_ids
 from brainvlm.data.curriculum import build_records
-from brainvlm.eval import answers, generate
-from brainvlm.model import collate, features, lora, templates
-from brainvlm.model.loader import model_family
+from brainvlm.eval import answers
+from brainvlm.model import collate, features, lora
 from brainvlm.studies import SHARED_PARAMS, controls
-from brainvlm.studies.base import base_checkpoint, load_base, weights_fingerprint
+from brainvlm.studies.base import base_checkpoint, load_base, predict_samples
 from brainvlm.train import distributed
 from brainvlm.train.config import Stage, TrainConfig
 from brainvlm.train.fit import FitResult, fit
@@ -380,24 +378,9 @@ def train(params: dict[str, Any], task: str, run_dir: Path, name: str | None = N
 # ------------------------------------------------------------------------------------------ answers
 def predict(model: Any, processor: Any, samples: list[dict], out_path: Path, image_root: str,
             batch_size: int, max_new_tokens: int, progress: bool = True, weights: str | None = None) -> list[str]:
-    """Greedy reports for samples, in sample order (resumable JSONL, see ``eval.generate``).
-
-    The file is continued only for the same weights, samples and generation settings
-    (``generate.guard_resume``); answers of another model are discarded.
-
-    Args:
-        weights: what identifies the model (default: the fingerprint of its trainable tensors; give the
-            base checkpoint's name for an untrained base, whose full weights are too large to hash).
-    """
-    ids = hashlib.sha256("\n".join(s["id"] + repr(s["conversations"][0]) for s in samples).encode()).hexdigest()
-    record = {"weights": weights or weights_fingerprint(model), "samples": ids,
-              "generation": {"batch_size": batch_size, "max_new_tokens": max_new_tokens}}
-    generate.guard_resume(Path(out_path), record)
-    prompts = collate.Collator(processor, collate.CollateConfig(image_root=image_root), prompt_only=True)
-    stops = templates.stop_token_ids(processor.tokenizer, model_family(model))
-    table = generate.predict(model, samples, out_path, prompts, processor.tokenizer, stops, batch_size,
-                             max_new_tokens, progress)
-    return [str(p) for p in table["prediction"]]
+    """Greedy reports for samples, in sample order (``studies.base.predict_samples``: resumable, guarded)."""
+    return predict_samples(model, processor, samples, out_path, image_root, batch_size, max_new_tokens, progress,
+                           weights)
 
 
 def control_images(train: list[dict], image_root: str, out_root: Path, size: int) -> dict[str, str]:
