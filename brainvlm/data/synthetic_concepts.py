@@ -4,8 +4,11 @@ in the ROCOv2 layout so that they go through the same adapter as real data (``da
 Design (so that a small model, or a logistic regression on frozen random-network features, learns each part):
 
 - **Concepts** (:data:`CONCEPTS`; their sources are in ``tests/data/synthetic_concepts/SOURCE.md``): one
-  modality and one body region per image, both on the ImageCLEF 2025/2026 allow-list, drawn uniformly and
-  independently; and four findings, each present independently with probability :data:`FINDING_RATE`.
+  modality and one body region per image, both on the ImageCLEF 2025/2026 allow-list, drawn independently
+  with skewed frequencies as in ROCOv2, where CT and plain radiographs of the chest dominate
+  (:data:`MODALITY_WEIGHTS`, :data:`REGION_WEIGHTS`); and four findings, each present independently with
+  probability :data:`FINDING_RATE`. With skewed frequencies a detector that learned nothing from the image
+  answers the common concepts, as the tuned most-frequent baseline does.
 - **Images** (greyscale PNG, ``size`` pixels, 32 by default): the region sets the geometry, the modality
   the rendering, each finding a big shape in its own quadrant, so every cue is large, distinct and stays in
   place (a shift of at most 2% and a little noise):
@@ -70,11 +73,24 @@ CONCEPTS = (
     PlantedConcept("C0016658", "Fractures", "finding", "a fracture"),
     PlantedConcept("C0002940", "Aneurysm", "finding", "an aneurysm"),
 )
+# Names a model (or a person) may write for the concepts above, with the CUI each should map to ("" where
+# the table gives no basis for one: must stay unmapped). Notebook 08 reports the mapper's precision on them.
+LABELLED_NAMES = (
+    ("X-Ray Computed Tomography", "C0040405", "exact"), ("Chest", "C0817096", "exact"),
+    ("x-ray computed tomography", "C0040405", "case"), ("magnetic resonance imaging", "C0024485", "case"),
+    ("Tomography, X-Ray Computed", "C0040405", "word order"), ("Tumors", "C0027651", "plural"),
+    ("Fracture", "C0016658", "singular"), ("Aneurysmm", "C0002940", "typo"), ("Calcinossis", "C0006663", "typo"),
+    ("Ultrasonograpy", "C0041618", "typo"), ("Bone structure of the cranium", "C0037303", "extra word"),
+    ("MRI", "", "abbreviation absent from the table"), ("CT", "", "abbreviation absent from the table"),
+    ("Chess", "", "near miss"), ("Pelvis", "", "concept absent from the table"),
+)
 MODALITIES = tuple(c for c in CONCEPTS if c.kind == "modality")
 REGIONS = tuple(c for c in CONCEPTS if c.kind == "region")
 FINDINGS = tuple(c for c in CONCEPTS if c.kind == "finding")
 FINDING_CUIS = tuple(c.cui for c in FINDINGS)
-FINDING_RATE = 0.4
+FINDING_RATE = 0.5
+MODALITY_WEIGHTS = (0.45, 0.2, 0.1, 0.25)  # CT, MRI, ultrasound, plain x-ray (the order of MODALITIES)
+REGION_WEIGHTS = (0.55, 0.3, 0.15)  # chest, abdomen, cranium
 UNVALIDATED_RATE = 0.15
 SPLITS = ("train", "valid", "test")
 PREFIX = "synthetic_concepts"
@@ -160,8 +176,8 @@ def caption(modality: str, region: str, findings: list[str]) -> str:
 
 
 def _draw_labels(rng: np.random.Generator) -> tuple[str, str, list[str]]:
-    modality = MODALITIES[rng.integers(len(MODALITIES))].cui
-    region = REGIONS[rng.integers(len(REGIONS))].cui
+    modality = MODALITIES[rng.choice(len(MODALITIES), p=MODALITY_WEIGHTS)].cui
+    region = REGIONS[rng.choice(len(REGIONS), p=REGION_WEIGHTS)].cui
     findings = [c.cui for c in FINDINGS if rng.random() < FINDING_RATE]
     return modality, region, findings
 

@@ -247,6 +247,25 @@ def _concept_of(item: str, mapper: ConceptMapper) -> str:
     return mapper.map(item).cui or _normalize_name(item)
 
 
+def concept_items(text: str | None) -> list[str] | None:
+    """The items of a ``Concepts:`` line as the model wrote them, in order (``parse_concepts``'s reading).
+
+    Items are split as ``parse_concepts`` splits them and stripped of outer spaces and full stops; empty
+    items are skipped. Without a ``Concepts:`` marker the whole text is read, but only if every item is a CUI.
+
+    Returns:
+        The items (names or CUIs, repeats kept), or ``None`` when the text cannot be read as a concept list.
+    """
+    block = _block_after(text or "", "Concepts")
+    marked = block is not None
+    block = block if marked else (text or "")
+    items = [item.strip().strip(" .") for item in re.split(r"[;\n]" if ";" in block else r"[,\n]", block)]
+    items = [item for item in items if item]
+    if not marked and (not items or not all(_CUI.match(item) for item in items)):
+        return None
+    return items
+
+
 def parse_concepts(text: str | None,
                    names: Mapping[str, str] | ConceptMapper | None = None) -> frozenset[str] | None:
     """The concepts of a ``Concepts: C0032285; C0040405`` line, as UMLS CUIs where known.
@@ -263,15 +282,7 @@ def parse_concepts(text: str | None,
         The set of concepts, or ``None`` when the text cannot be read as a concept list.
     """
     mapper = names if isinstance(names, ConceptMapper) else ConceptMapper.from_names(names or {})
-    block = _block_after(text or "", "Concepts")
-    marked = block is not None
-    block = block if marked else (text or "")
-    items = [item.strip() for item in re.split(r"[;\n]" if ";" in block else r"[,\n]", block)]
-    items = [item for item in items if item.strip(" .")]
-    if not marked and (not items or not all(_CUI.match(item.strip(" .")) for item in items)):
+    items = concept_items(text)
+    if items is None:
         return None
-    concepts = set()
-    for item in items:
-        item = item.strip(" .")
-        concepts.add(item.upper() if _CUI.match(item) else _concept_of(item, mapper))
-    return frozenset(concepts)
+    return frozenset(item.upper() if _CUI.match(item) else _concept_of(item, mapper) for item in items)

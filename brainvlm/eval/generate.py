@@ -6,11 +6,17 @@ Samples are cut into batches on a fixed grid over the sample list (batch ``k`` h
 loses at most the batch in flight. Re-running reads the ids already written (a torn last line from a
 kill is cut off first) and generates only the rest, on the same grid and with the same per-batch
 sampling seed, so an interrupted and resumed run writes the same file as an uninterrupted one.
+
+Two options of ``predict`` serve long batch jobs (``studies.clef_jobs``): ``checkpoint_interval`` holds
+finished rows back until that many are waiting (a kill then loses at most those and the batch in flight),
+and ``on_error`` turns a batch that raises into one call per sample, so an unreadable image or a failing
+generation costs only its own sample, which is reported and left unanswered (a rerun tries it again).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -149,9 +155,39 @@ def _generate_seeded(model, batch: dict, tokenizer, stop_token_ids: list[int], m
         return generate_batch(model, batch, tokenizer, stop_token_ids, max_new_tokens, **sampling)
 
 
+def _answer(model, prompt_collator: Callable[[list[dict]], dict | None], tokenizer, stop_token_ids: list[int],
+            max_new_tokens: int, seed: int, sampling: dict[str, Any], chosen: list[dict],
+            k: int) -> list[dict[str, Any]]:
+    """The ``{"id", "prediction"}`` rows of grid batch ``k`` (none when the collator dropped every sample)."""
+    batch = prompt_collator(chosen)
+    if batch is None:
+        return []
+    texts = _generate_seeded(model, batch, tokenizer, stop_token_ids, max_new_tokens, seed, k, sampling)
+    return [{"id": i, "prediction": t} for i, t in zip(batch["ids"], texts)]
+
+
+def _answer_each(answer: Callable[[list[dict], int], list[dict]], chosen: list[dict], k: int,
+                 on_error: Callable[[str, Exception], None]) -> list[dict[str, Any]]:
+    """``answer`` for a batch; if that raises, for each sample alone (those that fail go to ``on_error``)."""
+    try:
+        return answer(chosen, k)
+    except Exception as error:  # noqa: BLE001 - any failure: retried sample by sample
+        if len(chosen) == 1:
+            on_error(str(chosen[0]["id"]), error)
+            return []
+    rows = []
+    for sample in chosen:
+        try:
+            rows += answer([sample], k)
+        except Exception as error:  # noqa: BLE001 - given to on_error; the others go on
+            on_error(str(sample["id"]), error)
+    return rows
+
+
 def predict(model, samples: list[dict], out_path: Path, prompt_collator: Callable[[list[dict]], dict | None],
             tokenizer, stop_token_ids: list[int], batch_size: int = 16, max_new_tokens: int = 32,
-            progress: bool = True, seed: int = 0, **sampling: Any) -> pd.DataFrame:
+            progress: bool = True, seed: int = 0, checkpoint_interval: int | None = None,
+            on_error: Callable[[str, Exception], None] | None = None, **sampling: Any) -> pd.DataFrame:
     """Generate an answer for every sample not yet in ``out_path``; return all predictions in sample order.
 
     Args:
@@ -159,11 +195,15 @@ def predict(model, samples: list[dict], out_path: Path, prompt_collator: Callabl
             (``collate.Collator(processor, config, prompt_only=True)``); it may drop samples for length.
         out_path: predictions JSONL; appended to, never rewritten.
         seed: sampling seed (see ``GenerationConfig``); unused when decoding greedily.
+        checkpoint_interval: append finished rows once at least this many wait (None: after every batch);
+            the rows still waiting are written when the loop ends, also by an exception.
+        on_error: ``on_error(sample_id, error)`` for each sample that fails alone after its batch raised;
+            such a sample gets no row. None: an error ends the run, as before.
         sampling: ``do_sample``, ``temperature``, ``top_p``; greedy by default.
 
     Returns:
         DataFrame with columns ``id`` and ``prediction``, one row per sample (None where the collator
-        dropped the sample for length).
+        dropped the sample for length, or where it failed under ``on_error``).
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,19 +212,27 @@ def predict(model, samples: list[dict], out_path: Path, prompt_collator: Callabl
     repair_jsonl(out_path)
     batches = pending_batches(ids, read_predictions(out_path), batch_size)
     model.eval()
-    todo, start = sum(len(p) for _, p in batches), time.perf_counter()
+    answer = functools.partial(_answer, model, prompt_collator, tokenizer, stop_token_ids, max_new_tokens,
+                               seed, sampling)
+    todo, start, waiting = sum(len(p) for _, p in batches), time.perf_counter(), []
     with tqdm(total=len(samples), initial=len(samples) - todo, desc="generate", unit="sample",
               disable=not progress) as bar:
-        for k, positions in batches:
-            batch = prompt_collator([samples[i] for i in positions])
-            if batch is not None:
-                texts = _generate_seeded(model, batch, tokenizer, stop_token_ids, max_new_tokens, seed, k,
-                                         sampling)
-                rows = [{"id": i, "prediction": t} for i, t in zip(batch["ids"], texts)]
-                append_predictions(out_path, rows)
-            bar.update(len(positions))
-            rate = (bar.n - len(samples) + todo) / (time.perf_counter() - start)
-            bar.set_postfix(samples_per_s=f"{rate:.1f}")
+        try:
+            for k, positions in batches:
+                chosen = [samples[i] for i in positions]
+                if on_error is None:
+                    waiting += answer(chosen, k)
+                else:
+                    waiting += _answer_each(answer, chosen, k, on_error)
+                if waiting and len(waiting) >= (checkpoint_interval or 1):
+                    rows, waiting = waiting, []
+                    append_predictions(out_path, rows)
+                bar.update(len(positions))
+                rate = (bar.n - len(samples) + todo) / (time.perf_counter() - start)
+                bar.set_postfix(samples_per_s=f"{rate:.1f}")
+        finally:
+            if waiting:  # finished rows are kept whatever stopped the loop
+                append_predictions(out_path, waiting)
     done = read_predictions(out_path)
     return pd.DataFrame({"id": ids, "prediction": pd.Series([done.get(i) for i in ids], dtype=object)})
 

@@ -77,8 +77,12 @@ def test_every_image_has_one_modality_one_region_and_findings_at_their_rate(made
     kinds = {c.cui: c.kind for c in synthetic.CONCEPTS}
     for concepts in targets:
         assert sorted(kinds[c] for c in concepts if kinds[c] != "finding") == ["modality", "region"]
-    for cui in synthetic.FINDING_CUIS:
-        assert 0.3 <= np.mean([cui in t for t in targets]) <= 0.5
+    for cui in synthetic.FINDING_CUIS:  # 180 draws at FINDING_RATE: within about three standard errors
+        assert abs(np.mean([cui in t for t in targets]) - synthetic.FINDING_RATE) <= 0.11
+    for group, weights in ((synthetic.MODALITIES, synthetic.MODALITY_WEIGHTS),
+                           (synthetic.REGIONS, synthetic.REGION_WEIGHTS)):
+        for concept, weight in zip(group, weights):
+            assert abs(np.mean([concept.cui in t for t in targets]) - weight) <= 0.11, concept.name
     manual = [s["metadata"]["manual_cuis"] for s in samples]
     assert all(set(m) <= set(MANUAL_CUIS) and len(m) in (0, 2) for m in manual)
     assert 0.05 < np.mean([m == [] for m in manual]) < 0.3                   # some images have none
@@ -96,8 +100,8 @@ def _features(out: Path, samples: list[dict], weights: np.ndarray) -> np.ndarray
     return np.maximum(np.stack(pixels).reshape(len(samples), -1) / 255.0 @ weights, 0.0)
 
 
-def test_a_logistic_regression_on_frozen_random_features_learns_every_concept(made):
-    out, _ = made
+def test_a_logistic_regression_on_frozen_random_features_learns_every_concept(tmp_path):
+    out = synthetic.make_synthetic_concepts(tmp_path, n_train=600, n_valid=1, n_test=200)  # rare modalities too
     weights = np.random.default_rng(0).standard_normal((32 * 32, 512)) / 32.0   # a frozen random layer
     (train, train_y), (test, test_y) = _targets(out, "train"), _targets(out, "test")
     x_train, x_test = _features(out, train, weights), _features(out, test, weights)
