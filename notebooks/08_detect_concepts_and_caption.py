@@ -56,10 +56,12 @@ concepts_precision: str = "fp32"  # fp32 | bf16 | fp16 mixed precision
 concepts_eval_every: int = 0  # steps between validation losses (0: at the end)
 concepts_save_every: int = 0  # steps between resumable checkpoints (0: at the end)
 concepts_val_samples: int = 16  # validation samples in the validation loss
+concepts_multitask: bool = False  # one adapter trained on both tasks instead of one per task
 concepts_generate_batch_size: int = 32  # prompts per generation batch
 concepts_max_new_tokens: int = 48  # longest generated answer
 concepts_tokenize: str = "ptb"  # caption text metrics: ptb (needs Java) | none
 concepts_n_boot: int = 1000  # bootstrap replicates
+concepts_n_boot_text: int = 100  # bootstrap replicates of BLEU, METEOR and CIDEr
 concepts_examples: int = 6  # images shown with their predictions
 expect: dict = {}  # metric name -> comparison rule, checked at the end (see params/default.yaml)
 
@@ -132,10 +134,14 @@ display(checked)
 method_precision(labelled, mapper)
 
 # %% [markdown]
-# ## Training: one adapter per task
+# ## Training: one adapter per task (or one for both, `concepts_multitask`)
 
 # %%
-trained = {task: concepts.train(params, task, run_dir) for task in concepts.TASKS}
+if concepts_multitask:
+    both = concepts.train(params, "multitask", run_dir)
+    trained = {task: both for task in concepts.TASKS}
+else:
+    trained = {task: concepts.train(params, task, run_dir) for task in concepts.TASKS}
 save_figure(plot_training_log({t: m.result.log for t, m in trained.items()}), run_dir, "08_loss_curves");
 
 # %% [markdown]
@@ -264,7 +270,8 @@ pd.DataFrame([{"file": name, "violations": len(found), "first": str(found[0]) if
 # %% [markdown]
 # ## Captions
 # ROUGE-1 F after the challenge's normalisation (lower case, digit runs → "number", punctuation removed),
-# beside BLEU-4, METEOR and CIDEr-D; the baseline writes the most frequent training caption everywhere.
+# beside BLEU-4, METEOR and CIDEr-D (95% intervals over images; METEOR's as the mean of its segment scores);
+# the baseline writes the most frequent training caption everywhere.
 
 # %%
 references = [s["conversations"][-1]["content"][0]["text"] for s in caption_test]
@@ -275,15 +282,19 @@ with textmetrics.TextScorer(tokenize=concepts_tokenize) as scorer:
     for name, hypotheses in systems.items():
         rouge[name] = np.array(captions.rouge1_scores(hypotheses, references))
         corpus = scorer.prepare(hypotheses, [[r] for r in references])
-        text = scorer.scores(corpus)
+        text, text_ci = scorer.scores(corpus), scorer.bootstrap(corpus, caption_ids, concepts_n_boot_text, seed)
         ci = bootstrap.bootstrap_ci(pd.DataFrame({"r": rouge[name]}), lambda t: t["r"].mean(), None,
                                     concepts_n_boot, seed)
-        caption_rows.append({"system": name, "ROUGE-1 (challenge)": ci["point"], "low": ci["lo"], "high": ci["hi"],
-                             "BLEU-4": text["Bleu_4"], "METEOR": text["METEOR"], "CIDEr": text["CIDEr"]})
+        interval = lambda key, point: f"{point:.3f} [{text_ci[key]['lo']:.3f}, {text_ci[key]['hi']:.3f}]"
+        caption_rows.append({"system": name, "ROUGE-1 (challenge)": f"{ci['point']:.3f} [{ci['lo']:.3f}, "
+                             f"{ci['hi']:.3f}]", "BLEU-4": interval("Bleu_4", text["Bleu_4"]),
+                             "METEOR (segment mean)": interval("METEOR_segment_mean",
+                                                               text_ci["METEOR_segment_mean"]["point"]),
+                             "CIDEr": interval("CIDEr", text["CIDEr"])})
 caption_interval = bootstrap.paired_difference(rouge["caption adapter"], rouge["most frequent caption"],
                                                caption_ids, concepts_n_boot, seed)
 differences.update(comparison_metrics("caption_minus_baseline_rouge1", caption_interval))
-pd.DataFrame(caption_rows).set_index("system").round(3)
+pd.DataFrame(caption_rows).set_index("system")
 
 # %% [markdown]
 # ## Examples
