@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from brainvlm.core.jsonio import read_json, write_json
 from brainvlm.eval import generate
 from brainvlm.model import collate, templates, tiny
 from brainvlm.model.loader import load, model_family
+from brainvlm.studies import SHARED_PARAMS
 from brainvlm.train import distributed
+from brainvlm.train.config import TrainConfig
 
 TINY_MODELS = {"tiny": "tiny", "tiny-real-size": "real"}  # built locally with random weights
 BASE_RECORD = "brainvlm_base.json"  # what a built tiny base was built from
@@ -85,3 +88,41 @@ def predict_samples(model: Any, processor: Any, samples: list[dict], out_path: P
     table = generate.predict(model, samples, out_path, prompts, processor.tokenizer, stops, batch_size,
                              max_new_tokens, progress)
     return [str(p) for p in table["prediction"]]
+
+
+# ------------------------------------------------------------------------------------- settings
+class SettingsError(ValueError):
+    """Settings that are incomplete or unknown; the message names the keys."""
+
+
+def param_key(setting: str, prefix: str) -> str:
+    """The params key of a study setting: shared keys as they are, the others with the study's prefix."""
+    return setting if setting in SHARED_PARAMS else prefix + setting
+
+
+def setting_keys(settings_class: type, prefix: str) -> list[str]:
+    """Every params key of a study's settings dataclass."""
+    return [param_key(f.name, prefix) for f in fields(settings_class)]
+
+
+def read_settings(settings_class: type, params: dict[str, Any], prefix: str, notebook: str) -> Any:
+    """A study's complete settings from the params (a missing key is an error naming it and its home)."""
+    missing = [key for key in setting_keys(settings_class, prefix) if key not in params]
+    if missing:
+        study = prefix.rstrip("_")
+        raise SettingsError(f"{study} settings missing: {missing}; notebook {notebook}'s parameters cell holds "
+                            f"their defaults (`python -m brainvlm train --study {study}` fills them from it)")
+    return settings_class(**{f.name: params[param_key(f.name, prefix)] for f in fields(settings_class)})
+
+
+def collect_settings(namespace: dict[str, Any], settings_class: type, prefix: str) -> dict[str, Any]:
+    """The settings keys found in a namespace (a notebook's parameters)."""
+    return {key: namespace[key] for key in setting_keys(settings_class, prefix) if key in namespace}
+
+
+def train_config(settings: Any, output_dir: Path, progress: bool) -> TrainConfig:
+    """The fit's options from a study's settings (batch, accumulation, lr, warm-up, precision, cadence)."""
+    return TrainConfig(output_dir=str(output_dir), batch_size=settings.batch_size, grad_accum=settings.grad_accum,
+                       lr=settings.lr, warmup_ratio=settings.warmup_ratio, precision=settings.precision,
+                       eval_every=settings.eval_every, save_every=settings.save_every, seed=settings.seed,
+                       progress=progress)

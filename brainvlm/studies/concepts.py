@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,10 @@ from brainvlm.data.adapters.roco import PromptOptions, roco_samples
 from brainvlm.data.concept_map import ConceptMapper, map_names
 from brainvlm.eval import answers, clef
 from brainvlm.model import collate, features, lora
-from brainvlm.studies import SHARED_PARAMS, controls
-from brainvlm.studies.base import base_checkpoint, load_base, predict_samples
+from brainvlm.studies import base, controls
+from brainvlm.studies.base import SettingsError, base_checkpoint, load_base, predict_samples
 from brainvlm.train import distributed
-from brainvlm.train.config import Stage, TrainConfig
+from brainvlm.train.config import Stage
 from brainvlm.train.fit import FitResult, fit
 from brainvlm.train.probe import LinearProbe, fit_probe
 
@@ -48,10 +48,6 @@ SETTINGS_FILE = "settings.json"
 TASKS = ("concepts", "caption")
 SPLITS = {"train": "train", "valid": "val", "test": "test"}  # ROCOv2 file split -> brainvlm split
 CUI = re.compile(r"C\d+")
-
-
-class SettingsError(ValueError):
-    """Settings that are incomplete or unknown; the message names the keys."""
 
 
 @dataclass
@@ -77,24 +73,22 @@ class ConceptsSettings:
 
 
 def param_key(setting: str) -> str:
-    return setting if setting in SHARED_PARAMS else PREFIX + setting
+    return base.param_key(setting, PREFIX)
 
 
 def setting_keys() -> list[str]:
-    return [param_key(f.name) for f in fields(ConceptsSettings)]
+    """Every params key of the training settings."""
+    return base.setting_keys(ConceptsSettings, PREFIX)
+
+
+def collect_settings(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The settings found in a namespace (a notebook's parameters)."""
+    return base.collect_settings(namespace, ConceptsSettings, PREFIX)
 
 
 def settings_for(params: dict[str, Any]) -> ConceptsSettings:
     """Complete settings from the params (a missing key is an error naming it)."""
-    missing = [key for key in setting_keys() if key not in params]
-    if missing:
-        raise SettingsError(f"concepts settings missing: {missing}; notebook {TRAIN_NOTEBOOK}'s parameters cell "
-                            "holds their defaults (`python -m brainvlm train --study concepts` fills them from it)")
-    return ConceptsSettings(**{f.name: params[param_key(f.name)] for f in fields(ConceptsSettings)})
-
-
-def collect_settings(namespace: dict[str, Any]) -> dict[str, Any]:
-    return {key: namespace[key] for key in setting_keys() if key in namespace}
+    return base.read_settings(ConceptsSettings, params, PREFIX, TRAIN_NOTEBOOK)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -166,21 +160,19 @@ def train(params: dict[str, Any], task: str, run_dir: Path, name: str | None = N
     train_set = [s for t in tasks for s in read_jsonl(manifest["tasks"][t]["train"])]
     val_set = [s for t in tasks for s in read_jsonl(manifest["tasks"][t]["val"])][: settings.val_samples]
     every = [s for t in TASKS for split in ("train", "val") for s in read_jsonl(manifest["tasks"][t][split])]
-    base = base_checkpoint(settings.model, settings.seed, Path(run_dir) / "models" / "concepts_base", vocabulary(every))
-    model, processor = load_base(base, settings.dtype, settings.load_in_4bit)
+    checkpoint = base_checkpoint(settings.model, settings.seed, Path(run_dir) / "models" / "concepts_base",
+                                 vocabulary(every))
+    model, processor = load_base(checkpoint, settings.dtype, settings.load_in_4bit)
     model = lora.add_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout,
                           seed=settings.seed)
     output = Path(run_dir) / "models" / (name or task)
     if distributed.world()[0] == 0:
-        write_json({"base_model": base, "task": task, **asdict(settings)}, output / SETTINGS_FILE)
-    config = TrainConfig(output_dir=str(output), batch_size=settings.batch_size, grad_accum=settings.grad_accum,
-                         lr=settings.lr, warmup_ratio=settings.warmup_ratio, precision=settings.precision,
-                         eval_every=settings.eval_every, save_every=settings.save_every, seed=settings.seed,
-                         progress=progress)
+        write_json({"base_model": checkpoint, "task": task, **asdict(settings)}, output / SETTINGS_FILE)
+    config = base.train_config(settings, output, progress)
     stage = Stage(task, train_set, val_set, max_steps=settings.steps)
     result = fit(model, collate.Collator(processor, collate.CollateConfig(image_root=manifest["image_root"])),
                  [stage], config, resume=resume, stop_after=stop_after)
-    return Trained(model.eval(), processor, result, settings, output, base)
+    return Trained(model.eval(), processor, result, settings, output, checkpoint)
 
 
 def answer(trained: Trained, samples: list[dict], out_path: Path, image_root: str, batch_size: int,

@@ -23,7 +23,7 @@ import copy
 import math
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,10 @@ from brainvlm.data.adapters.curriculum import from_curriculum, read_joins, recor
 from brainvlm.data.curriculum import build_records
 from brainvlm.eval import answers
 from brainvlm.model import collate, features, lora
-from brainvlm.studies import SHARED_PARAMS, controls
-from brainvlm.studies.base import base_checkpoint, load_base, predict_samples
+from brainvlm.studies import base, controls
+from brainvlm.studies.base import SettingsError, base_checkpoint, load_base, predict_samples
 from brainvlm.train import distributed
-from brainvlm.train.config import Stage, TrainConfig
+from brainvlm.train.config import Stage
 from brainvlm.train.fit import FitResult, fit
 
 NAME = "report"
@@ -55,10 +55,6 @@ VARIANTS = {  # name -> stages replacing the params' list (same step budget)
     "ab_shuffled": [{"name": "AB", "share": 1.0, "mode": ["image_only", "image_ehr"]}],
     "no_dropout": None,  # the params' stages with ehr_dropout 0
 }
-
-
-class SettingsError(ValueError):
-    """Settings that are incomplete or unknown; the message names the keys."""
 
 
 @dataclass
@@ -88,12 +84,17 @@ class ReportSettings:
 
 
 def param_key(setting: str) -> str:
-    return setting if setting in SHARED_PARAMS else PREFIX + setting
+    return base.param_key(setting, PREFIX)
 
 
 def setting_keys() -> list[str]:
     """Every params key of the training settings."""
-    return [param_key(f.name) for f in fields(ReportSettings)]
+    return base.setting_keys(ReportSettings, PREFIX)
+
+
+def collect_settings(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The settings found in a namespace (a notebook's parameters)."""
+    return base.collect_settings(namespace, ReportSettings, PREFIX)
 
 
 def check_stages(stages: list) -> None:
@@ -116,22 +117,13 @@ def check_stages(stages: list) -> None:
 
 def settings_for(params: dict[str, Any]) -> ReportSettings:
     """Complete settings from the params (a missing key is an error naming it)."""
-    missing = [key for key in setting_keys() if key not in params]
-    if missing:
-        raise SettingsError(f"report settings missing: {missing}; notebook {TRAIN_NOTEBOOK}'s parameters cell "
-                            "holds their defaults (`python -m brainvlm train --study report` fills them from it)")
-    settings = ReportSettings(**{f.name: params[param_key(f.name)] for f in fields(ReportSettings)})
+    settings = base.read_settings(ReportSettings, params, PREFIX, TRAIN_NOTEBOOK)
     check_stages(settings.stages)
     if not 0 <= settings.ehr_dropout < 1:
         raise SettingsError(f"{PREFIX}ehr_dropout must be in [0, 1), got {settings.ehr_dropout}")
     if settings.steps <= 0 and settings.epochs <= 0:
         raise SettingsError(f"{PREFIX}steps or {PREFIX}epochs must be positive")
     return settings
-
-
-def collect_settings(namespace: dict[str, Any]) -> dict[str, Any]:
-    """The report settings found in a namespace (a notebook's parameters)."""
-    return {key: namespace[key] for key in setting_keys() if key in namespace}
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -357,22 +349,20 @@ def train(params: dict[str, Any], task: str, run_dir: Path, name: str | None = N
     manifest = read_data(Path(run_dir) / "data" / task)
     train_samples = read_jsonl(manifest["files"]["train"])
     val = of_mode(read_jsonl(manifest["files"]["val"]), "image_ehr")
-    base = base_for(settings, run_dir, train_samples)
-    model, processor = load_base(base, settings.dtype, settings.load_in_4bit, settings.vision_tower)
+    checkpoint = base_for(settings, run_dir, train_samples)
+    model, processor = load_base(checkpoint, settings.dtype, settings.load_in_4bit, settings.vision_tower)
     model = lora.add_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout,
                           seed=settings.seed)
     schedule = stage_samples(train_samples, settings)
     schedule[-1].val = val[: settings.val_samples]
     output = Path(run_dir) / "models" / (name or task)
     if distributed.world()[0] == 0:
-        write_json({"base_model": base, "task": task, "variant": variant, **asdict(settings)}, output / SETTINGS_FILE)
-    config = TrainConfig(output_dir=str(output), batch_size=settings.batch_size, grad_accum=settings.grad_accum,
-                         lr=settings.lr, warmup_ratio=settings.warmup_ratio, precision=settings.precision,
-                         eval_every=settings.eval_every, save_every=settings.save_every, seed=settings.seed,
-                         progress=progress)
+        write_json({"base_model": checkpoint, "task": task, "variant": variant, **asdict(settings)},
+                   output / SETTINGS_FILE)
+    config = base.train_config(settings, output, progress)
     result = fit(model, collate.Collator(processor, collate.CollateConfig(image_root=manifest["image_root"])),
                  schedule, config, resume=resume, stop_after=stop_after)
-    return Trained(model.eval(), processor, result, settings, output, base, schedule)
+    return Trained(model.eval(), processor, result, settings, output, checkpoint, schedule)
 
 
 # ------------------------------------------------------------------------------------------ answers
