@@ -93,6 +93,7 @@ from brainvlm.app.report import (
 )
 from brainvlm.core.jsonio import read_jsonl
 from brainvlm.core.seeding import set_seed
+from brainvlm.data import validate
 from brainvlm.eval import reportmetrics, scoring, textmetrics
 from brainvlm.studies import controls, report
 from brainvlm.studies.base import load_base
@@ -108,7 +109,7 @@ icd_groups = {name: codes for name, codes in (("icd_image", report_image_codes),
 # Every source goes through the same builder or adapter: the synthetic default is written as images plus
 # a reports table, like a user's data. Each image gives a stage-A record (image only) and a stage-B record
 # (image + EHR). Records are split by patient, so a patient's studies and both stages of an image share a
-# split; the audit checks both.
+# split; the audit checks both, and the validator checks every written sample (images included).
 
 # %%
 source = report.DataSource(report_reports_table, report_curriculum_files, report_image_root, report_ehr_context,
@@ -120,6 +121,9 @@ checks = report.audit(samples)
 display(checks)
 assert checks["passed"].all(), "the split audit failed: see the table above"
 manifest = report.write_data(samples, run_dir / "data" / report_task, image_root)
+issues = validate.validate_files(list(manifest["files"].values()), image_root=image_root)
+print(f"validator: {len(manifest['files'])} files, {sum(manifest['counts'].values())} samples, {len(issues)} problems")
+assert issues.empty, issues.head(20)
 report.summary(samples)
 
 # %% [markdown]
@@ -228,10 +232,10 @@ with textmetrics.TextScorer(tokenize=report_tokenize) as scorer:
         intervals[name] = {**labels, **{k: v for k, v in text_ci.items() if k in ("Bleu_4", "ROUGE_L")}}
         full = scoring.task_metrics(scoring.score_samples(test, dict(zip([s["id"] for s in test], answers))),
                                     "report")
-        rows.append({"system": name, **{k: text[k] for k in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr")},
-                     **{k: v["point"] for k, v in labels.items()},
-                     "chexpert14_micro_f1_u1": full["chexpert14_micro_f1_u1"],
-                     "chexpert14_example_f1_u0": full["chexpert14_example_f1_u0"],
+        extra = [k for k in full if k.startswith("chexpert") and (k.endswith("_u1") or "example" in k
+                                                                  or "accuracy" in k)]
+        rows.append({"system": name, **{k: text[k] for k in textmetrics.METRIC_NAMES},
+                     **{k: v["point"] for k, v in labels.items()}, **{k: full[k] for k in extra},
                      "icd_exact_accuracy": full.get("icd_exact_accuracy")})
 results = pd.DataFrame(rows).set_index("system")
 results.T.round(3)
