@@ -22,7 +22,7 @@ import pandas as pd
 
 from brainvlm.core.jsonio import read_jsonl_numbered, read_records, write_json
 from brainvlm.data.concept_map import ConceptMapper
-from brainvlm.eval import bootstrap, scoring
+from brainvlm.eval import bootstrap, llava_med_answers, scoring
 from brainvlm.eval import metrics as metric_lib
 from brainvlm.eval.textmetrics import METRIC_NAMES as TEXT_METRICS
 from brainvlm.eval.textmetrics import TextCorpus, TextScorer
@@ -73,11 +73,18 @@ def load_samples(path: str | Path) -> list[dict]:
     return samples
 
 
-def load_predictions(path: str | Path) -> dict[str, str]:
-    """Sample id -> predicted text from ``{"id", "prediction"}`` lines; a repeated id is an error."""
+def load_predictions(path: str | Path, samples: Sequence[dict] | None = None) -> dict[str, str]:
+    """Sample id -> predicted text from ``{"id", "prediction"}`` lines; a repeated id is an error.
+
+    A LLaVA-Med answer file (``question_id``, ``text``, ...; told apart by its first line) is matched to
+    ``samples`` on ``metadata.question_id`` (``eval.llava_med_answers``); an unmatched answer is an error.
+    """
+    records = read_jsonl_numbered(path)
+    if llava_med_answers.is_answer_file(records):
+        return llava_med_answers.predictions_from_answers(records, samples, path)
     seen: dict[str, int] = {}
     predictions = {}
-    for number, record in read_jsonl_numbered(path):
+    for number, record in records:
         sample_id, text = record.get("id"), record.get("prediction")
         if not isinstance(sample_id, str) or not isinstance(text, str):
             raise ValueError(f"{path}:{number}: expected {{\"id\": str, \"prediction\": str}}, got keys "
@@ -286,7 +293,8 @@ def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metri
         ``unmatched_prediction_ids``, the metrics left undefined with their reasons under ``undefined``, and ``ci`` / ``by_group`` / ``confusion_matrix`` where they apply. With
         several tasks in one file each task's metrics sit under ``tasks.<task>``. NaN is written as null.
     """
-    samples, predictions = load_samples(samples_path), load_predictions(predictions_path)
+    samples = load_samples(samples_path)
+    predictions = load_predictions(predictions_path, samples)
     matched = match_ids(samples, predictions, partial, samples_path, predictions_path)
     tasks = sorted({s["task"] for s in samples})
     wanted = None if metrics is None else tuple(metrics)

@@ -78,7 +78,7 @@ def evaluate_task(run_dir: Path, task: str, predictions_path: Path, split: str =
     config = score_config(entry, read_jsonl(entry["files"]["train"]))
     result = evaluate.evaluate_files(samples_path, predictions_path, labels=config.labels,
                                      fallback=config.fallback, n_boot=n_boot, n_boot_text=n_boot, seed=seed)
-    table = scoring.score_samples(samples, evaluate.load_predictions(predictions_path), config)
+    table = scoring.score_samples(samples, evaluate.load_predictions(predictions_path, samples), config)
     unit = None if result["bootstrap_unit"] == "row" else result["bootstrap_unit"]
     return TaskEvaluation(task, kinds[0], result, table, config, unit)
 

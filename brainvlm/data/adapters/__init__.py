@@ -3,6 +3,8 @@
 - :mod:`~brainvlm.data.adapters.llava`: LLaVA-classic ``conversations`` records (``from``/``value``).
 - :mod:`~brainvlm.data.adapters.curriculum`: curriculum report records (``image``, ``prompt``, ``target``).
 - :mod:`~brainvlm.data.adapters.vqa_rad`: VQA-RAD question files.
+- :mod:`~brainvlm.data.adapters.llava_med`: LLaVA-Med VQA JSONL (``question_id``, ``text``, ``gpt4_answer``,
+  ``domain``).
 - :mod:`~brainvlm.data.adapters.roco`: the ROCOv2 / ImageCLEFmedical Caption layout (concepts, captions).
 
 Every adapter returns canonical samples that :mod:`brainvlm.data.validate` checks; a record it cannot
