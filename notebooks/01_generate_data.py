@@ -140,7 +140,7 @@ for ax, d in zip(axes[0], prepared):
                        order=list(dataset.SPLITS), split=True, inner="quart", ax=ax)
     ax.set_title(f"{d.spec.name}: {d.spec.target_col}")
 fig.tight_layout()
-save_figure(fig, run_dir, "01_target_distributions");
+save_figure(fig, run_dir, "01_target_distributions", main=True);
 
 # %% [markdown]
 # ## What a sample looks like

@@ -115,7 +115,7 @@ for row, (modality, path) in enumerate(previews):
         axes[row, col].set_title(f"{modality} · {kind}", fontsize=9)
         axes[row, col].axis("off")
 fig.tight_layout()
-save_figure(fig, run_dir, "02_view_previews");
+save_figure(fig, run_dir, "02_view_previews", main=True);
 
 # %%
 pd.DataFrame([{"modality": m, "path": p, **volumes.volume_summary(Path(image_root) / p)} for m, p in previews])

@@ -148,7 +148,7 @@ sns.barplot(data=summary, y="condition", x="agreement", ax=ax, color="#4c72b0")
 ax.axvline(majority, ls="--", c="grey", label=f"majority rate {majority:.2f}")
 ax.set(xlim=(0, 1), xlabel="share of answers agreeing (target; reference label for query = reference)")
 ax.legend(frameon=False, loc="lower right")
-save_figure(fig, run_dir, "04_image_controls");
+save_figure(fig, run_dir, "04_image_controls", main=True);
 
 # %% [markdown]
 # ## The numerical task

@@ -285,7 +285,7 @@ ax.axvline(0, c="grey", lw=1)
 ax.set_yticks(range(len(frame)), labels, fontsize=7)
 ax.invert_yaxis()
 ax.set(xlabel="difference (95% paired bootstrap interval over patients)")
-save_figure(fig, run_dir, "05_differences");
+save_figure(fig, run_dir, "05_differences", main=True);
 
 # %% [markdown]
 # ## Per-observation F1

@@ -94,7 +94,7 @@ headline.round(3)
 # %%
 for ev in (e for e in evaluations if e.kind in scoring.LABEL_TASKS):
     fig = figures.confusion_heatmap(results.confusion_table(ev), title=f"{ev.name} · test")
-    save_figure(fig, run_dir, f"07_{ev.name}_confusion")
+    save_figure(fig, run_dir, f"07_{ev.name}_confusion", main=ev is evaluations[0])
 
 # %% [markdown]
 # ## Numerical tasks: predicted against true values
@@ -102,7 +102,7 @@ for ev in (e for e in evaluations if e.kind in scoring.LABEL_TASKS):
 # %%
 for ev in (e for e in evaluations if e.kind in scoring.NUMERIC_TASKS):
     fig = figures.predicted_vs_true(ev.table, title=f"{ev.name} · test", fallback=ev.config.fallback)
-    save_figure(fig, run_dir, f"07_{ev.name}_scatter")
+    save_figure(fig, run_dir, f"07_{ev.name}_scatter", main=ev is evaluations[0])
 
 # %% [markdown]
 # ## Breakdowns with intervals

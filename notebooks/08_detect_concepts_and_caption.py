@@ -225,7 +225,7 @@ ax.barh(frame["detector"], frame["primary F1"], xerr=[frame["primary F1"] - fram
         frame["primary high"] - frame["primary F1"]], color="#4c72b0", capsize=3)
 ax.set(xlim=(0, 1), xlabel="primary F1 (ImageCLEF), 95% interval over images")
 ax.invert_yaxis()
-save_figure(fig, run_dir, "08_detectors");
+save_figure(fig, run_dir, "08_detectors", main=True);
 
 # %% [markdown]
 # Per concept: F1 of each detector on the test images.

@@ -36,17 +36,18 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run the notebooks; the console shows each one's start, end and progress (``app.console``)."""
+    from brainvlm.app.console import Console
     from brainvlm.app.params import ParamsError
     from brainvlm.app.runner import NotebookFailed, run
 
+    console = Console(stream=sys.stdout, verbose=args.verbose)
     try:
-        results = run(Path(args.params), run_name=args.run, only=args.only, overrides=parse_overrides(args.p),
-                      reports_dir=Path(args.reports_dir) if args.reports_dir else _reports_dir())
+        run(Path(args.params), run_name=args.run, only=args.only, overrides=parse_overrides(args.p),
+            reports_dir=Path(args.reports_dir) if args.reports_dir else _reports_dir(), console=console)
     except (ParamsError, NotebookFailed) as exc:
         print(f"brainvlm run: {exc}", file=sys.stderr)
         return 1
-    for r in results:
-        print(f"{r.name:24s} {r.status:8s} {r.seconds:7.1f} s")
     return 0
 
 
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reports-dir", default=None, help="parent folder of runs (default: reports/)")
     run.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                      help="override one params key (value read as YAML)")
+    run.add_argument("--verbose", action="store_true",
+                     help="also show the kernels' own log lines, e.g. start-up warnings (hidden by default)")
     run.set_defaults(func=cmd_run)
 
     for name, text in (("validate", "check canonical sample JSONL files (see docs/sample_format.md)"),

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from brainvlm.core.jsonio import write_json
+from brainvlm.core.jsonio import read_json, write_json
 from brainvlm.core.paths import REPORTS_DIR
 
 if TYPE_CHECKING:
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 INTERACTIVE_RUN = "interactive"  # where a notebook opened by hand (no runner) writes
 COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 EXPECTATION = re.compile(r"^\s*(>=|<=|==|>|<)\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
+MAIN_FIGURES = "main.json"  # figures/main.json: notebook number -> its main figure's name
+FIGURE_NAME = re.compile(r"^(\d\d[a-z]?)_")  # a figure's name starts with its notebook's number
 
 
 class ExpectationError(AssertionError):
@@ -59,14 +61,61 @@ def comparison_metrics(name: str, interval: dict[str, Any]) -> dict[str, float]:
     return {name: interval["point"], f"{name}_lo": interval["lo"], f"{name}_hi": interval["hi"]}
 
 
-def save_figure(fig, run_dir: Path, name: str) -> list[Path]:
-    """Save a matplotlib figure as PNG (200 dpi) and SVG under ``figures/`` for papers."""
+def save_figure(fig, run_dir: Path, name: str, main: bool = False) -> list[Path]:
+    """Save a matplotlib figure as PNG (200 dpi) and SVG under ``figures/`` for papers.
+
+    Args:
+        name: the file stem, starting with the notebook's number (``04_image_controls``).
+        main: the notebook's main figure, the thumbnail of the run's ``index.html``; recorded in
+            ``figures/main.json`` under the notebook's number (a later main figure of the same number
+            replaces it).
+    """
     out = Path(run_dir) / "figures"
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     fig.savefig(paths[0], dpi=200, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(paths[1], bbox_inches="tight")
+    if main:
+        mark_main_figure(out, name)
     return paths
+
+
+def mark_main_figure(figures_dir: Path, name: str) -> Path:
+    """Record ``name`` in ``figures/main.json`` as the main figure of the notebook its number names."""
+    match = FIGURE_NAME.match(name)
+    if not match:
+        raise ValueError(f"main figure {name!r}: its name must start with the notebook's number, "
+                         f"e.g. '04_image_controls'")
+    path = Path(figures_dir) / MAIN_FIGURES
+    marked = read_json(path) if path.is_file() else {}
+    marked[match.group(1)] = name
+    return write_json(marked, path)
+
+
+def main_figures(run_dir: Path) -> dict[str, str]:
+    """Notebook number -> the name of its main figure, as the run's notebooks marked them."""
+    path = Path(run_dir) / "figures" / MAIN_FIGURES
+    return read_json(path) if path.is_file() else {}
+
+
+def expectation_rows(metrics: dict[str, Any], expect: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per expectation whose key is one of ``metrics``: the rule, the measured value, whether it held.
+
+    A rule that is not a comparison gets ``passed: None`` and is kept as written; nothing is raised.
+    """
+    rows = []
+    for key, rule in sorted(expect.items()):
+        if key not in metrics:
+            continue
+        value = metrics[key]
+        match = EXPECTATION.match(str(rule))
+        if not match:
+            rows.append({"metric": key, "expected": rule, "measured": value, "passed": None})
+            continue
+        op, bound = match.group(1), float(match.group(2))
+        ok = value is not None and COMPARISONS[op](float(value), bound)
+        rows.append({"metric": key, "expected": f"{op} {bound:g}", "measured": value, "passed": ok})
+    return rows
 
 
 def check_expectations(metrics: dict[str, Any], expect: dict[str, str]) -> list[dict[str, Any]]:
@@ -79,19 +128,12 @@ def check_expectations(metrics: dict[str, Any], expect: dict[str, str]) -> list[
     Raises:
         ExpectationError: listing every expectation that failed, with the measured values.
     """
-    rows, failed = [], []
-    for key, rule in sorted(expect.items()):
-        if key not in metrics:
-            continue
-        match = EXPECTATION.match(str(rule))
-        if not match:
-            raise ExpectationError(f"expect['{key}'] = {rule!r}: write a comparison such as '>= 0.90'")
-        op, bound = match.group(1), float(match.group(2))
-        value = metrics[key]
-        ok = value is not None and COMPARISONS[op](float(value), bound)
-        rows.append({"metric": key, "expected": f"{op} {bound:g}", "measured": value, "passed": ok})
-        if not ok:
-            failed.append(f"{key} = {value} (expected {op} {bound:g})")
+    rows = expectation_rows(metrics, expect)
+    unclear = next((r for r in rows if r["passed"] is None), None)
+    if unclear:
+        raise ExpectationError(f"expect['{unclear['metric']}'] = {unclear['expected']!r}: write a comparison "
+                               f"such as '>= 0.90'")
+    failed = [f"{r['metric']} = {r['measured']} (expected {r['expected']})" for r in rows if not r["passed"]]
     if failed:
         raise ExpectationError("expectations not met: " + "; ".join(failed))
     return rows

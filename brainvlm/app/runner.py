@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import html
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,9 @@ import papermill
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
+from brainvlm.app.console import Console
+from brainvlm.app.index import write_index
+from brainvlm.app.notebook_result import NotebookResult
 from brainvlm.app.params import (
     Notebook,
     check_params,
@@ -26,6 +27,7 @@ from brainvlm.app.params import (
     read_params,
     run_notebooks,
 )
+from brainvlm.app.warning_filter import without_dependency_warnings
 from brainvlm.core.jsonio import read_json, write_json
 from brainvlm.core.paths import NOTEBOOKS_DIR, PROJECT_ROOT, REPORTS_DIR
 
@@ -38,19 +40,14 @@ class NotebookFailed(RuntimeError):
     """A notebook of the run raised; its partial output is kept in the run folder."""
 
 
-@dataclass
-class NotebookResult:
-    """Status of one executed notebook."""
+def execute_notebook(nb: Notebook, run_dir: Path, parameters: dict[str, Any],
+                     console: Console | None = None) -> NotebookResult:
+    """Run one notebook's ``.py`` source with papermill into ``run_dir/<name>.ipynb``.
 
-    name: str
-    status: str = "not run"
-    seconds: float = 0.0
-    error: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-def execute_notebook(nb: Notebook, run_dir: Path, parameters: dict[str, Any]) -> NotebookResult:
-    """Run one notebook's ``.py`` source with papermill into ``run_dir/<name>.ipynb``."""
+    ``console`` gives papermill's progress bar and the kernel's arguments (start-up warnings off unless
+    verbose).
+    """
+    console = console or Console()
     output = run_dir / f"{nb.name}.ipynb"
     result = NotebookResult(nb.name)
     start = time.perf_counter()
@@ -61,7 +58,8 @@ def execute_notebook(nb: Notebook, run_dir: Path, parameters: dict[str, Any]) ->
         nbformat.write(notebook, source)
         try:
             papermill.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=KERNEL,
-                                       progress_bar=False, cwd=str(run_dir))
+                                       progress_bar=console.progress_bar(nb.name), cwd=str(run_dir),
+                                       extra_arguments=console.kernel_arguments())
             result.status = "ok"
         except PapermillExecutionError as exc:
             result.status = "failed"
@@ -79,51 +77,21 @@ def read_metrics(run_dir: Path, name: str) -> dict[str, Any]:
 
 
 def render_html(run_dir: Path, name: str) -> list[Path]:
-    """Render ``<name>.html`` (with code) and ``<name>.report.html`` (no input, for papers)."""
+    """Render ``<name>.html`` (with code) and ``<name>.report.html`` (no input, for papers).
+
+    The report leaves out the warnings of dependencies (``app.warning_filter``); the notebook keeps them.
+    """
     notebook = nbformat.read(run_dir / f"{name}.ipynb", as_version=4)
     paths = []
     for suffix, exclude_input in ((".html", False), (".report.html", True)):
         exporter = HTMLExporter(exclude_input=exclude_input, exclude_input_prompt=exclude_input,
                                 exclude_output_prompt=exclude_input)
-        body, _ = exporter.from_notebook_node(notebook)
+        shown = without_dependency_warnings(notebook) if exclude_input else notebook
+        body, _ = exporter.from_notebook_node(shown)
         path = run_dir / f"{name}{suffix}"
         path.write_text(body, encoding="utf-8")
         paths.append(path)
     return paths
-
-
-def write_index(run_dir: Path, results: list[NotebookResult], params_path: Path) -> Path:
-    """Write ``index.html``: each notebook's status, duration, headline metrics and links."""
-    rows = []
-    for r in results:
-        metrics = "<br>".join(f"{html.escape(k)}: {_fmt(v)}" for k, v in sorted(r.metrics.items()))
-        links = (f'<a href="{r.name}.html">notebook</a> · <a href="{r.name}.report.html">report</a>'
-                 if (run_dir / f"{r.name}.html").exists() else "")
-        error = f'<div class="err">{html.escape(r.error)}</div>' if r.error else ""
-        rows.append(f"<tr class='{r.status.replace(' ', '-')}'><td>{r.name}</td><td>{r.status}{error}</td>"
-                    f"<td>{r.seconds:.1f} s</td><td>{metrics}</td><td>{links}</td></tr>")
-    page = INDEX_TEMPLATE.format(run=html.escape(run_dir.name), params=html.escape(str(params_path)),
-                                 rows="\n".join(rows))
-    path = run_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else html.escape(str(value))
-
-
-INDEX_TEMPLATE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>brainvlm run {run}</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{border-bottom:1px solid #ddd;padding:.4em .8em;
-text-align:left;vertical-align:top}}tr.failed{{background:#fdd}}tr.ok td:nth-child(2){{color:#070}}
-.err{{color:#900;font-size:.9em;max-width:40em}}</style></head>
-<body><h1>brainvlm run <code>{run}</code></h1><p>params: <code>{params}</code> ·
-<a href="provenance.json">provenance</a></p>
-<table><tr><th>notebook</th><th>status</th><th>duration</th><th>headline metrics</th><th>HTML</th></tr>
-{rows}
-</table></body></html>
-"""
 
 
 def sha256_file(path: Path) -> str:
@@ -196,7 +164,7 @@ def earlier_results(run_dir: Path, every: list[Notebook], results: list[Notebook
 
 def run(params_path: Path, run_name: str | None = None, only: str | None = None,
         reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS_DIR,
-        overrides: dict[str, Any] | None = None) -> list[NotebookResult]:
+        overrides: dict[str, Any] | None = None, console: Console | None = None) -> list[NotebookResult]:
     """Execute the run's notebooks in order; stop at the first failure.
 
     Args:
@@ -205,6 +173,7 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
         run_name: folder under ``reports_dir`` (default: the params file's stem); reused if it exists.
         only: comma-separated notebook numbers or names that narrow the params file's notebooks.
         overrides: keys that replace the file's values (like papermill's ``-p``).
+        console: where each notebook's start, end and progress bar are shown (``app.console``); None: nowhere.
 
     Raises:
         NotebookFailed: naming the failing notebook and cell, after writing index and provenance.
@@ -216,14 +185,20 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
     run_dir = Path(reports_dir) / (run_name or params_path.stem)
     run_dir.mkdir(parents=True, exist_ok=True)
     results = [NotebookResult(nb.name) for nb in notebooks]
+    console = console or Console()
+    console.run_started(run_dir, [nb.name for nb in notebooks])
     for i, nb in enumerate(notebooks):
-        results[i] = execute_notebook(nb, run_dir, notebook_parameters(params, nb, run_dir.resolve()))
+        console.notebook_started(i + 1, len(notebooks), nb.name)
+        parameters = notebook_parameters(params, nb, run_dir.resolve())
+        results[i] = execute_notebook(nb, run_dir, parameters, console)
         render_html(run_dir, nb.name)
+        console.notebook_ended(i + 1, len(notebooks), results[i])
         if results[i].status != "ok":
             break
     results = earlier_results(run_dir, every, results)
-    write_index(run_dir, results, params_path)
+    index = write_index(run_dir, results, params_path, params.get("expect") or {})
     write_provenance(run_dir, params, params_path, results)
+    console.run_ended(results, index)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         raise NotebookFailed(failed[0].error + f" (partial output: {run_dir / (failed[0].name + '.ipynb')})")

@@ -47,6 +47,10 @@ def test_ci_run_writes_the_run_layout(ci_run):
     provenance = json.loads((ci_run / "provenance.json").read_text())
     assert "data/sex/train.jsonl" in provenance["hashes"]
     assert list((ci_run / "figures").glob("*.svg"))
+    marked = json.loads((ci_run / "figures" / "main.json").read_text())  # save_figure(..., main=True)
+    assert sorted(marked) == [nb.number for nb in NOTEBOOKS if "save_figure(" in nb.path.read_text()]
+    index = (ci_run / "index.html").read_text()
+    assert all(f'src="figures/{name}.png"' in index for name in marked.values()), marked
 
 
 def test_same_params_and_seed_give_byte_identical_data(ci_run, tmp_path):

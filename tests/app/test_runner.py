@@ -1,11 +1,13 @@
 """The runner and the params contract, on small notebooks written into a temp folder."""
 
+import io
 import json
 import re
 from pathlib import Path
 
 import pytest
 
+from brainvlm.app.console import Console
 from brainvlm.app.params import (
     ParamsError,
     check_params,
@@ -69,17 +71,25 @@ def test_float_written_without_dot_is_an_error(tmp_path):
         read_params(path)
 
 
-def test_run_injects_params_and_run_dir_and_writes_reports(tmp_path):
+def test_run_injects_params_and_run_dir_and_writes_reports(tmp_path, capfd):
     nbs = write_notebooks(tmp_path / "nb", **{"01_good": GOOD})
     params = tmp_path / "p.yaml"
     params.write_text("n: 7\n")
-    results = run(params, run_name="r", reports_dir=tmp_path / "reports", notebooks_dir=nbs)
+    console = Console(stream=io.StringIO(), bar=True)
+    results = run(params, run_name="r", reports_dir=tmp_path / "reports", notebooks_dir=nbs, console=console)
     run_dir = tmp_path / "reports" / "r"
     assert [r.status for r in results] == ["ok"]
     assert json.loads((run_dir / "metrics" / "01_good.json").read_text()) == {"n_squared": 49}
     for name in ("01_good.ipynb", "01_good.html", "01_good.report.html", "index.html", "provenance.json"):
         assert (run_dir / name).is_file(), name
-    assert "n_squared: 49" in (run_dir / "index.html").read_text()
+    assert "<td>n_squared</td><td>49</td>" in (run_dir / "index.html").read_text()
+    shown = console.stream.getvalue().replace("\r", "\n")  # the bar redraws its line after a carriage return
+    assert shown.startswith(f"brainvlm run r: 1 notebook (01_good) -> {run_dir}/\n")
+    assert re.search(r"^\[1/1\] 01_good +started  \d\d:\d\d:\d\d$", shown, re.MULTILINE)
+    assert re.search(r"01_good: +100%\|.*\| (\d+)/\1 \[", shown)  # papermill's bar of the cells
+    assert re.search(r"^\[1/1\] 01_good +ok +\d+\.\d s$", shown, re.MULTILINE)
+    assert shown.endswith(f"report: {run_dir / 'index.html'}\n")
+    assert "without encryption" not in capfd.readouterr().err  # the kernel's start-up warning is hidden
     assert "n = 2" not in (run_dir / "01_good.report.html").read_text()  # no code in the paper version
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["params"] == {"n": 7} and provenance["packages"]["papermill"] != "not installed"
@@ -89,9 +99,13 @@ def test_failing_notebook_names_the_cell_keeps_output_and_stops(tmp_path):
     nbs = write_notebooks(tmp_path / "nb", **{"01_bad": BAD, "02_good": GOOD.replace("01_good", "02_good")})
     params = tmp_path / "p.yaml"
     params.write_text("fail_at: 5\n")
+    console = Console(stream=io.StringIO())
     with pytest.raises(NotebookFailed, match=r"01_bad: cell \d+ .*ValueError: planned failure 5"):
-        run(params, run_name="r", reports_dir=tmp_path / "reports", notebooks_dir=nbs)
+        run(params, run_name="r", reports_dir=tmp_path / "reports", notebooks_dir=nbs, console=console)
     run_dir = tmp_path / "reports" / "r"
+    assert re.search(r"^\[1/2\] 01_bad +failed +\d+\.\d s\n +01_bad: cell \d+ .*planned failure 5$",
+                     console.stream.getvalue(), re.MULTILINE)
+    assert "[2/2]" not in console.stream.getvalue()
     assert (run_dir / "01_bad.ipynb").is_file() and (run_dir / "01_bad.html").is_file()
     assert not (run_dir / "02_good.ipynb").exists()
     assert "failed" in (run_dir / "index.html").read_text()
