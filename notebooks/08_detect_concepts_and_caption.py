@@ -231,14 +231,9 @@ save_figure(fig, run_dir, "08_detectors", main=True);
 # Per concept: F1 of each detector on the test images.
 
 # %%
-per_concept = []
-for name, predicted in detectors.items():
-    for cui in sorted(set().union(*gold["test"].values())):
-        tp = sum(cui in g and cui in predicted[k] for k, g in gold["test"].items())
-        fp = sum(cui not in g and cui in predicted[k] for k, g in gold["test"].items())
-        fn = sum(cui in g and cui not in predicted[k] for k, g in gold["test"].items())
-        per_concept.append({"detector": name, "concept": table[cui].name if cui in table else cui,
-                            "F1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else np.nan})
+per_concept = [{"detector": name, "concept": table[cui].name if cui in table else cui,
+                "F1": concepts.label_f1(gold["test"], predicted, [cui])}
+               for name, predicted in detectors.items() for cui in sorted(set().union(*gold["test"].values()))]
 fig, ax = plt.subplots(figsize=(10, 3.4))
 sns.barplot(data=pd.DataFrame(per_concept), x="concept", y="F1", hue="detector", ax=ax)
 plt.setp(ax.get_xticklabels(), rotation=35, ha="right", fontsize=8)

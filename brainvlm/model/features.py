@@ -16,7 +16,7 @@ the adapters disabled: the features are the frozen base's, whatever was trained 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,19 @@ from tqdm.auto import tqdm
 from brainvlm.data.views import load_image
 
 
-def _unwrapped(model: Any) -> tuple[Any, contextlib.AbstractContextManager]:
-    """The transformers model under a PEFT wrapper, and a context that disables its adapters."""
-    if hasattr(model, "disable_adapter") and hasattr(model, "get_base_model"):
-        return model.get_base_model(), model.disable_adapter()
-    return model, contextlib.nullcontext()
+@contextlib.contextmanager
+def _frozen(model: Any) -> Iterator[Any]:
+    """The transformers model under any PEFT wrapper, in eval mode with its adapters disabled and no
+    gradients; its training mode is restored afterwards."""
+    wrapped = hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
+    base = model.get_base_model() if wrapped else model
+    was_training = base.training
+    base.eval()
+    try:
+        with (model.disable_adapter() if wrapped else contextlib.nullcontext()), torch.no_grad():
+            yield base
+    finally:
+        base.train(was_training)
 
 
 def vision_tower(model: Any) -> Any:
@@ -53,16 +61,12 @@ def _pool_images(hidden: torch.Tensor, config: Any, crops: int) -> torch.Tensor:
 def image_features(model: Any, processor: Any, paths: Sequence[str | Path], batch_size: int = 32,
                    progress: bool = True) -> np.ndarray:
     """Mean-pooled vision features of the images at ``paths`` (PNG/JPEG or NIfTI), shape (n, hidden)."""
-    base, frozen = _unwrapped(model)
-    tower = vision_tower(base)
-    layer = getattr(base.config, "vision_feature_layer", -1)
-    layers = layer if isinstance(layer, list) else [layer]
-    device = next(tower.parameters()).device
-    dtype = next(tower.parameters()).dtype
     rows = []
-    was_training = base.training
-    base.eval()
-    with frozen, torch.no_grad():
+    with _frozen(model) as base:
+        tower = vision_tower(base)
+        layer = getattr(base.config, "vision_feature_layer", -1)
+        layers = layer if isinstance(layer, list) else [layer]
+        device, dtype = next(tower.parameters()).device, next(tower.parameters()).dtype
         for start in tqdm(range(0, len(paths), batch_size), desc="image features", disable=not progress):
             images = [load_image(p) for p in paths[start:start + batch_size]]
             pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
@@ -71,7 +75,6 @@ def image_features(model: Any, processor: Any, paths: Sequence[str | Path], batc
             out = tower(pixels, output_hidden_states=True)
             hidden = torch.cat([out.hidden_states[i] for i in layers], dim=-1)
             rows.append(_pool_images(hidden, base.config, crops).cpu().numpy())
-    base.train(was_training)
     width = rows[0].shape[1] if rows else 0
     return np.concatenate(rows, axis=0) if rows else np.zeros((0, width), dtype=np.float32)
 
@@ -79,20 +82,16 @@ def image_features(model: Any, processor: Any, paths: Sequence[str | Path], batc
 def text_features(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 32,
                   progress: bool = True) -> np.ndarray:
     """Mean-pooled last hidden states of the language model over each text's tokens, shape (n, hidden)."""
-    base, frozen = _unwrapped(model)
-    language = base.get_decoder() if hasattr(base, "get_decoder") else base.model.language_model
-    device = next(language.parameters()).device
     rows = []
-    was_training = base.training
-    base.eval()
-    with frozen, torch.no_grad():
+    with _frozen(model) as base:
+        language = base.get_decoder() if hasattr(base, "get_decoder") else base.model.language_model
+        device = next(language.parameters()).device
         for start in tqdm(range(0, len(texts), batch_size), desc="text features", disable=not progress):
             batch = tokenizer(list(texts[start:start + batch_size]), return_tensors="pt", padding=True)
             mask = batch["attention_mask"].to(device)
             out = language(input_ids=batch["input_ids"].to(device), attention_mask=mask)
             hidden = out.last_hidden_state.float() * mask[..., None]
             rows.append((hidden.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1)).cpu().numpy())
-    base.train(was_training)
     return np.concatenate(rows, axis=0) if rows else np.zeros((0, 0), dtype=np.float32)
 
 
