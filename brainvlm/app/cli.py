@@ -1,5 +1,5 @@
-"""Command line: ``python -m brainvlm COMMAND ...``, COMMAND one of run, validate, check-submission, evaluate,
-predict, train, concepts, captions.
+"""Command line: ``python -m brainvlm COMMAND ...``, COMMAND one of run, sweep, compare, validate,
+check-submission, evaluate, predict, train, concepts, captions.
 
 The face of the package: it reads params files and command-line flags and calls the library with
 complete values. Each subcommand's imports are deferred so ``brainvlm validate`` does not load torch.
@@ -16,7 +16,7 @@ import yaml
 
 from brainvlm.core.jsonio import dumps
 
-STUDIES = ("brain", "report", "concepts")  # python -m brainvlm train --study NAME: a module of brainvlm.studies with train(...)
+STUDIES = ("brain", "report", "cl", "concepts")  # python -m brainvlm train --study NAME: a module of brainvlm.studies with train(...)
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also show the kernels' own log lines, e.g. start-up warnings (hidden by default)")
     run.set_defaults(func=cmd_run)
 
-    for name, text in (("validate", "check canonical sample JSONL files (see docs/sample_format.md)"),
+    for name, text in (("sweep", "run a grid of params values x seeds, locally or as a SLURM job array"),
+                       ("compare", "compare run folders' metrics: a table, a page, a figure per metric"),
+                       ("validate", "check canonical sample JSONL files (see docs/sample_format.md)"),
                        ("check-submission", "check an ImageCLEF submission CSV and list every violation"),
                        ("evaluate", "score predictions against samples, or a submission (--clef-concepts)"),
                        ("predict", "generate answers for a task's split with its trained adapter (resumable)"),
@@ -80,6 +82,87 @@ def build_parser() -> argparse.ArgumentParser:
                        ("captions", "caption an image set: an ID,Caption file (resumable)")):
         sub.add_parser(name, help=text, add_help=False).set_defaults(func=None)
     return parser
+
+
+# ------------------------------------------------------------------------------------ sweep, compare
+def sweep_parser() -> argparse.ArgumentParser:
+    """Arguments of ``brainvlm sweep`` (docs/sweeps.md)."""
+    parser = argparse.ArgumentParser(prog="brainvlm sweep",
+                                     description="Run a grid of params values times seeds, each a normal "
+                                                 "run, locally or as a SLURM job array (docs/sweeps.md).")
+    parser.add_argument("--params", default=None, help="the base params file of every run")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="a params key and its values (scalars, read as YAML); repeat for more keys")
+    parser.add_argument("--sweep", default=None, metavar="FILE.yaml",
+                        help="sweep file: grid: (any values, lists too), seeds:, resources:")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
+    parser.add_argument("--only", default=None, help="comma-separated notebook numbers each run executes")
+    parser.add_argument("--executor", default="local", choices=["local", "slurm"])
+    parser.add_argument("--name", default=None,
+                        help="sweep folder reports/<name>/ (default: <params stem>_sweep)")
+    parser.add_argument("--reports-dir", default=None, help="parent folder of sweeps (default: reports/)")
+    parser.add_argument("--status", action="store_true", help="show each run's state and exit")
+    parser.add_argument("--wait", action="store_true", help="slurm: return once no run is pending or running")
+    slurm = parser.add_argument_group("SLURM resources (override the sweep file's resources:)")
+    for flag, kind, text in (("--partition", str, "partition"), ("--gpus", int, "GPUs per run"),
+                             ("--cpus", int, "CPUs per run"), ("--mem-gb", int, "memory per run in GB"),
+                             ("--time-min", int, "time limit per run in minutes (default: the partition's)"),
+                             ("--account", str, "account to charge"),
+                             ("--array-parallelism", int, "runs at once (default: all)")):
+        slurm.add_argument(flag, type=kind, default=None, help=text)
+    return parser
+
+
+def main_sweep(argv: list[str]) -> int:
+    """``python -m brainvlm sweep --params P [--grid KEY=V1,V2 ...] [--sweep FILE] [--seeds 0,1]
+    [--executor local|slurm]``, or ``--status``: exit 1 when a run failed or the sweep cannot run."""
+    from brainvlm.app import sweep, sweep_spec
+    from brainvlm.app.compare import CompareError
+    from brainvlm.app.params import ParamsError
+    from brainvlm.app.slurm import SubmissionError
+
+    args = sweep_parser().parse_args(argv)
+    if not args.params and not (args.status and args.name):
+        print("brainvlm sweep: give --params (or --status --name NAME)", file=sys.stderr)
+        return 2
+    name = args.name or f"{Path(args.params).stem}_sweep"
+    reports = Path(args.reports_dir) if args.reports_dir else _reports_dir()
+    try:
+        if args.status:
+            lines, states = sweep.sweep_status(reports / name)
+            print("\n".join(lines))
+            return 1 if any(s["state"] == "failed" for s in states.values()) else 0
+        resources = {key: getattr(args, key) for key in sweep_spec.RESOURCES}
+        spec = sweep_spec.combine(sweep_spec.read_sweep_file(Path(args.sweep)) if args.sweep else None,
+                                  sweep_spec.parse_grid(args.grid), sweep_spec.parse_seeds(args.seeds), resources)
+        request = sweep.SweepRequest(Path(args.params), spec, name, reports, args.only, args.executor,
+                                     args.wait)
+        states = sweep.run_sweep(request, say=lambda line: print(line, flush=True))
+    except (ParamsError, SubmissionError, CompareError) as exc:
+        print(f"brainvlm sweep: {exc}", file=sys.stderr)
+        return 1
+    return 1 if any(s["state"] == "failed" for s in states.values()) else 0
+
+
+def main_compare(argv: list[str]) -> int:
+    """``python -m brainvlm compare RUN_DIR... [--group-by KEY] [--out DIR]``: one table, one HTML page."""
+    parser = argparse.ArgumentParser(prog="brainvlm compare", description=main_compare.__doc__)
+    parser.add_argument("runs", nargs="+",
+                        help="run folders (reports/<run>/), or sweep folders for their runs")
+    parser.add_argument("--group-by", default=None, help="params key on the figures' x axis (default: the "
+                                                         "first key that differs between runs)")
+    parser.add_argument("--out", default=None, help="output folder (default: reports/compare/)")
+    args = parser.parse_args(argv)
+    from brainvlm.app.compare import CompareError, compare_runs
+
+    try:
+        out = Path(args.out) if args.out else _reports_dir() / "compare"
+        page = compare_runs([Path(r) for r in args.runs], out, args.group_by)
+    except CompareError as exc:
+        print(f"brainvlm compare: {exc}", file=sys.stderr)
+        return 1
+    print(f"comparison: {page}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------- validate
@@ -319,7 +402,8 @@ def main_train(argv: list[str]) -> int:
     parser.add_argument("--params", required=True, help="the run's params file")
     parser.add_argument("--study", default="brain", choices=STUDIES, help="the study whose train() runs")
     parser.add_argument("--task", required=True,
-                        help="sex, bmi (brain); report (report); concepts, caption, multitask (concepts)")
+                        help="sex, bmi (brain); report (report); sequential, replay, joint, adapters (cl); "
+                             "concepts, caption, multitask (concepts)")
     parser.add_argument("--run", default=None, help="run name under reports/ (default: the params file's stem)")
     parser.add_argument("--run-dir", default=None, help="run folder (instead of --run)")
     parser.add_argument("--name", default=None, help="output folder under models/ (default: the task)")
@@ -347,7 +431,9 @@ def main_train(argv: list[str]) -> int:
         distributed.barrier()
     finally:
         distributed.shutdown()
-    if rank == 0:
+    if rank == 0 and not hasattr(trained, "result"):
+        print(trained.describe())
+    elif rank == 0:
         print(trained.result.plan.to_string(index=False))
         sharding = distributed.sharding_from(getattr(trained.settings, "sharding", "data_parallel")).mode
         print(f"{args.task}: {trained.result.steps} steps on {size} process(es) ({sharding}), "
@@ -518,7 +604,8 @@ def main_captions(argv: list[str]) -> int:
     return main_job("captions", argv)
 
 
-COMMANDS = {"validate": main_validate, "check-submission": main_check_submission, "evaluate": main_evaluate,
+COMMANDS = {"sweep": main_sweep, "compare": main_compare,
+            "validate": main_validate, "check-submission": main_check_submission, "evaluate": main_evaluate,
             "predict": main_predict, "train": main_train, "concepts": main_concepts,
             "captions": main_captions}
 

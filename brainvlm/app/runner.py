@@ -27,6 +27,7 @@ from brainvlm.app.params import (
     read_params,
     run_notebooks,
 )
+from brainvlm.app.run_status import mark_ended, mark_started
 from brainvlm.app.warning_filter import without_dependency_warnings
 from brainvlm.core.jsonio import read_json, write_json
 from brainvlm.core.paths import NOTEBOOKS_DIR, PROJECT_ROOT, REPORTS_DIR
@@ -187,6 +188,7 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
     results = [NotebookResult(nb.name) for nb in notebooks]
     console = console or Console()
     console.run_started(run_dir, [nb.name for nb in notebooks])
+    mark_started(run_dir, [nb.name for nb in notebooks])  # status.json: running, done or failed
     for i, nb in enumerate(notebooks):
         console.notebook_started(i + 1, len(notebooks), nb.name)
         parameters = notebook_parameters(params, nb, run_dir.resolve())
@@ -201,9 +203,15 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
     console.run_ended(results, index)
     failed = [r for r in results if r.status == "failed"]
     if failed:
+        mark_ended(run_dir, failed[0].name, failed[0].error)
         raise NotebookFailed(failed[0].error + f" (partial output: {run_dir / (failed[0].name + '.ipynb')})")
     if only is None:
-        check_all_measured(params.get("expect") or {}, results)
+        try:
+            check_all_measured(params.get("expect") or {}, results)
+        except NotebookFailed as exc:
+            mark_ended(run_dir, None, str(exc))
+            raise
+    mark_ended(run_dir)
     return results
 
 

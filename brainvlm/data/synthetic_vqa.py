@@ -76,9 +76,9 @@ def _chest(size: int, dy: float, dx: float, rng: np.random.Generator) -> np.ndar
 
 
 def _head(size: int, dy: float, dx: float, rng: np.random.Generator) -> np.ndarray:
-    outer = images2d.ellipse(size, 0.55 + dy, 0.5 + dx, 0.3, 0.25)
-    brain = images2d.ellipse(size, 0.55 + dy, 0.5 + dx, 0.24, 0.19)
-    image = 0.9 * np.clip(outer - brain, 0, 1) + brain * (0.3 + 0.4 * images2d.smooth_noise(size, rng, 0.05))
+    outer = images2d.ellipse(size, 0.55 + dy, 0.5 + dx, 0.32, 0.28)
+    brain = images2d.ellipse(size, 0.55 + dy, 0.5 + dx, 0.22, 0.18)
+    image = 0.95 * np.clip(outer - brain, 0, 1) + brain * (0.45 + 0.4 * images2d.smooth_noise(size, rng, 0.05))
     ventricles = np.maximum(*(images2d.ellipse(size, 0.55 + dy, cx + dx, 0.08, 0.03) for cx in (0.45, 0.55)))
     return image * (1 - 0.8 * ventricles)
 
@@ -94,7 +94,7 @@ def cue_shape(cue: str, size: int) -> np.ndarray:
         y, x = images2d.grid(size)
         wedge = (x >= 0.75) & (np.abs(y - 0.15) <= 0.1 * (x - 0.75) / 0.2 + 0.02)
         return 0.8 * images2d.band(size, 0.03, 0.28, 0.72, 0.97) * (1 - wedge)
-    crescent = images2d.ellipse(size, 0.82, 0.15, 0.14, 0.12) - images2d.ellipse(size, 0.82, 0.22, 0.14, 0.12)
+    crescent = images2d.ellipse(size, 0.82, 0.15, 0.14, 0.12) - images2d.ellipse(size, 0.82, 0.3, 0.14, 0.12)
     return 0.9 * np.clip(crescent, 0, 1)  # a bright crescent on the left edge, lower left
 
 

@@ -19,7 +19,7 @@ import collections
 import functools
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -99,13 +99,15 @@ def cut_at_stop(tokens: list[int], stop_token_ids: list[int]) -> list[int]:
 
 @torch.no_grad()
 def generate_batch(model, batch: dict[str, Any], tokenizer, stop_token_ids: list[int],
-                   max_new_tokens: int = 32, **sampling: Any) -> list[str]:
+                   max_new_tokens: int = 32, adapter_names: list[str] | None = None, **sampling: Any) -> list[str]:
     """Generate for one left-padded prompt batch (KV cache on); returns the decoded new text of each row.
 
     Args:
         batch: ``input_ids``, ``attention_mask`` (left padded) and ``pixel_values``.
         stop_token_ids: end-of-turn tokens of the model family; a row stops at the first of them and
             its text ends before it.
+        adapter_names: one PEFT adapter name per row (a pool of task adapters answers a mixed batch, each
+            row through its own adapter; PEFT's mixed-adapter batches, inference only).
         sampling: passed to ``generate`` (``do_sample``, ``temperature``, ``top_p``); greedy by default.
     """
     if batch["input_ids"].shape[0] > 1 and bool((batch["attention_mask"][:, -1] == 0).any()):
@@ -118,6 +120,10 @@ def generate_batch(model, batch: dict[str, Any], tokenizer, stop_token_ids: list
         inputs["pixel_values"] = inputs["pixel_values"].to(parameter.dtype)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_token_ids[0]
     sampling = dict(sampling)
+    if adapter_names is not None:
+        if len(adapter_names) != batch["input_ids"].shape[0]:
+            raise ValueError(f"{len(adapter_names)} adapter names for {batch['input_ids'].shape[0]} prompts")
+        sampling["adapter_names"] = list(adapter_names)
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=list(stop_token_ids),
                             pad_token_id=pad_id, do_sample=sampling.pop("do_sample", False), use_cache=True,
                             **sampling)
@@ -145,24 +151,25 @@ def _check_unique(ids: list[str]) -> None:
 
 
 def _generate_seeded(model, batch: dict, tokenizer, stop_token_ids: list[int], max_new_tokens: int, seed: int,
-                     k: int, sampling: dict[str, Any]) -> list[str]:
+                     k: int, sampling: dict[str, Any], adapter_names: list[str] | None = None) -> list[str]:
     """``generate_batch``; a sampled batch draws from its own seed, leaving the caller's RNG untouched."""
     if not sampling.get("do_sample"):
-        return generate_batch(model, batch, tokenizer, stop_token_ids, max_new_tokens, **sampling)
+        return generate_batch(model, batch, tokenizer, stop_token_ids, max_new_tokens, adapter_names, **sampling)
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed * 1_000_003 + k)
-        return generate_batch(model, batch, tokenizer, stop_token_ids, max_new_tokens, **sampling)
+        return generate_batch(model, batch, tokenizer, stop_token_ids, max_new_tokens, adapter_names, **sampling)
 
 
 def _answer(model, prompt_collator: Callable[[list[dict]], dict | None], tokenizer, stop_token_ids: list[int],
-            max_new_tokens: int, seed: int, sampling: dict[str, Any], chosen: list[dict],
-            k: int) -> list[dict[str, Any]]:
+            max_new_tokens: int, seed: int, sampling: dict[str, Any], adapter_of: Mapping[str, str] | None,
+            chosen: list[dict], k: int) -> list[dict[str, Any]]:
     """The ``{"id", "prediction"}`` rows of grid batch ``k`` (none when the collator dropped every sample)."""
     batch = prompt_collator(chosen)
     if batch is None:
         return []
-    texts = _generate_seeded(model, batch, tokenizer, stop_token_ids, max_new_tokens, seed, k, sampling)
+    names = [adapter_of[i] for i in batch["ids"]] if adapter_of is not None else None
+    texts = _generate_seeded(model, batch, tokenizer, stop_token_ids, max_new_tokens, seed, k, sampling, names)
     return [{"id": i, "prediction": t} for i, t in zip(batch["ids"], texts)]
 
 
@@ -187,7 +194,8 @@ def _answer_each(answer: Callable[[list[dict], int], list[dict]], chosen: list[d
 def predict(model, samples: list[dict], out_path: Path, prompt_collator: Callable[[list[dict]], dict | None],
             tokenizer, stop_token_ids: list[int], batch_size: int = 16, max_new_tokens: int = 32,
             progress: bool = True, seed: int = 0, checkpoint_interval: int | None = None,
-            on_error: Callable[[str, Exception], None] | None = None, **sampling: Any) -> pd.DataFrame:
+            on_error: Callable[[str, Exception], None] | None = None, adapter_of: Mapping[str, str] | None = None,
+            **sampling: Any) -> pd.DataFrame:
     """Generate an answer for every sample not yet in ``out_path``; return all predictions in sample order.
 
     Args:
@@ -199,6 +207,8 @@ def predict(model, samples: list[dict], out_path: Path, prompt_collator: Callabl
             the rows still waiting are written when the loop ends, also by an exception.
         on_error: ``on_error(sample_id, error)`` for each sample that fails alone after its batch raised;
             such a sample gets no row. None: an error ends the run, as before.
+        adapter_of: sample id -> the PEFT adapter that answers it (routing per sample: a batch may mix
+            adapters); None: the active adapter answers every sample.
         sampling: ``do_sample``, ``temperature``, ``top_p``; greedy by default.
 
     Returns:
@@ -209,11 +219,14 @@ def predict(model, samples: list[dict], out_path: Path, prompt_collator: Callabl
     out_path.parent.mkdir(parents=True, exist_ok=True)
     ids = [s["id"] for s in samples]
     _check_unique(ids)
+    unrouted = [i for i in ids if adapter_of is not None and i not in adapter_of]
+    if unrouted:
+        raise ValueError(f"{len(unrouted)} samples have no adapter in adapter_of, e.g. {unrouted[:3]}")
     repair_jsonl(out_path)
     batches = pending_batches(ids, read_predictions(out_path), batch_size)
     model.eval()
     answer = functools.partial(_answer, model, prompt_collator, tokenizer, stop_token_ids, max_new_tokens,
-                               seed, sampling)
+                               seed, sampling, adapter_of)
     todo, start, waiting = sum(len(p) for _, p in batches), time.perf_counter(), []
     with tqdm(total=len(samples), initial=len(samples) - todo, desc="generate", unit="sample",
               disable=not progress) as bar:

@@ -33,9 +33,43 @@ def _check_module(model: Any, name: str) -> None:
                          f"turn the matching add_lora option off")
 
 
+def _linear_children(model: Any, name: str) -> list[str]:
+    """The ``nn.Linear`` modules inside the module named ``*name`` (their names from ``name`` on)."""
+    for full, module in model.named_modules():
+        if full == name or full.endswith("." + name):
+            wrapped = ("original_module", "modules_to_save", "base_layer", "lora_")  # PEFT's own modules
+            return [f"{name}.{child}" for child, sub in module.named_modules()
+                    if child and isinstance(sub, torch.nn.Linear) and not any(w in child for w in wrapped)]
+    return []
+
+
+def lora_config(model: Any, r: int = 8, alpha: int = 16, dropout: float = 0.0,
+                target_modules: str | list[str] | None = None, train_projector: bool = True,
+                vision: str = "frozen", train_lm_head_norm: bool = True, mixed_batches: bool = False) -> Any:
+    """The PEFT ``LoraConfig`` of :func:`add_lora` (arguments as there), its modules checked on ``model``."""
+    from peft import LoraConfig
+
+    targets = target_modules if target_modules is not None else lora_target_pattern(vision)
+    if vision not in VISION_MODES:
+        raise ValueError(f"vision={vision!r}: use one of {VISION_MODES}")
+    if mixed_batches and (vision == "full" or not isinstance(targets, str)):
+        raise ValueError("mixed_batches needs a target regex and vision 'frozen' or 'lora' (PEFT mixes only "
+                         "LoRA layers and saved copies of Linear, Embedding and Conv modules in one batch)")
+    to_save = ([PROJECTOR] if train_projector else []) + ([FINAL_NORM] if train_lm_head_norm else [])
+    to_save += ["vision_tower"] if vision == "full" else []
+    for name in to_save:
+        _check_module(model, name)
+    if mixed_batches:  # the projector's Linear layers as saved copies; LoRA on the head instead of the norm
+        to_save = _linear_children(model, PROJECTOR) if train_projector else []
+        targets = f"(?:{targets})|(?:(?:.*\\.)?lm_head)" if train_lm_head_norm else targets
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                      modules_to_save=to_save or None)
+
+
 def add_lora(model: Any, r: int = 8, alpha: int = 16, dropout: float = 0.0,
              target_modules: str | list[str] | None = None, train_projector: bool = True,
-             vision: str = "frozen", train_lm_head_norm: bool = True, seed: int = 0) -> Any:
+             vision: str = "frozen", train_lm_head_norm: bool = True, seed: int = 0,
+             adapter_name: str = "default", mixed_batches: bool = False) -> Any:
     """Wrap ``model`` with LoRA adapters (in place) and return the ``PeftModel``.
 
     Args:
@@ -46,21 +80,38 @@ def add_lora(model: Any, r: int = 8, alpha: int = 16, dropout: float = 0.0,
         train_lm_head_norm: the final norm before the (tied) head is trained; a random frozen head with
             a frozen norm left the loss stuck near 4.5 on the tiny model.
         seed: seed of the adapters' initialisation (the caller's RNG state is left untouched).
+        adapter_name: PEFT's name of the adapter (a pool of task adapters names each; see
+            :func:`add_task_adapter`).
+        mixed_batches: a configuration whose adapters can answer one batch together, each row its own
+            (PEFT's ``adapter_names``): PEFT mixes only LoRA layers and saved copies of Linear, Embedding
+            and Conv modules, so the projector's Linear layers are saved instead of the whole projector,
+            and the head gets LoRA instead of training the final norm (an RMSNorm, which PEFT cannot mix).
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    targets = target_modules if target_modules is not None else lora_target_pattern(vision)
-    if vision not in VISION_MODES:
-        raise ValueError(f"vision={vision!r}: use one of {VISION_MODES}")
-    to_save = ([PROJECTOR] if train_projector else []) + ([FINAL_NORM] if train_lm_head_norm else [])
-    to_save += ["vision_tower"] if vision == "full" else []
-    for name in to_save:
-        _check_module(model, name)
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                        modules_to_save=to_save or None)
+    config = lora_config(model, r, alpha, dropout, target_modules, train_projector, vision, train_lm_head_norm,
+                         mixed_batches)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return get_peft_model(model, config)
+        return get_peft_model(model, config, adapter_name=adapter_name)
+
+
+def add_task_adapter(peft_model: Any, name: str, seed: int = 0) -> Any:
+    """Add a named adapter configured as the pool's first one and make it the only trainable one: its LoRA
+    weights and its own copy of every fully trained module (``modules_to_save``).
+
+    Every other adapter of the pool is frozen and untouched while ``name`` trains (PEFT's ``set_adapter``).
+    """
+    import copy
+
+    if name in peft_model.peft_config:
+        raise ValueError(f"adapter {name!r} exists already; adapters: {sorted(peft_model.peft_config)}")
+    config = copy.deepcopy(next(iter(peft_model.peft_config.values())))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        peft_model.add_adapter(name, config)
+    peft_model.set_adapter(name)
+    return peft_model
 
 
 def _component(name: str) -> str:
@@ -92,9 +143,13 @@ def save_adapter(peft_model: Any, out_dir: str | Path, state_dict: dict[str, Any
     """Save the adapter (LoRA weights and the fully trained modules) to ``out_dir``.
 
     ``state_dict``: whole parameter values to save instead of the model's own (a sharded model's are shards).
+    A model with several named adapters saves its active one, in PEFT's layout ``out_dir/<name>/``.
     """
     out = Path(out_dir)
-    peft_model.save_pretrained(out, **({"state_dict": state_dict} if state_dict is not None else {}))
+    options: dict[str, Any] = {"state_dict": state_dict} if state_dict is not None else {}
+    if len(peft_model.peft_config) > 1:  # a pool of task adapters: the one training (``out/<name>/``)
+        options["selected_adapters"] = [peft_model.active_adapter]
+    peft_model.save_pretrained(out, **options)
     return out
 
 

@@ -69,7 +69,8 @@ def weights_fingerprint(model) -> str:
 
 def predict_samples(model: Any, processor: Any, samples: list[dict], out_path: Path, image_root: str | Path,
                     batch_size: int, max_new_tokens: int, progress: bool = True,
-                    weights: str | None = None) -> list[str]:
+                    weights: str | None = None, routes: dict[str, str] | None = None,
+                    routing: dict | None = None) -> list[str]:
     """Greedy answers for samples, in sample order, appended resumably to ``out_path`` (``eval.generate``).
 
     The file is continued only for the same weights, samples and generation settings
@@ -78,15 +79,21 @@ def predict_samples(model: Any, processor: Any, samples: list[dict], out_path: P
     Args:
         weights: what identifies the model (default: the fingerprint of its trainable tensors; give the
             base checkpoint's name for an untrained base, whose full weights are too large to hash).
+        routes: sample id -> the adapter of a pool that answers it (per sample, batches mixed).
+        routing: what chose the routes (the key file's hash and the routing config), kept in the resume
+            guard so answers routed otherwise are not continued.
     """
     ids = hashlib.sha256("\n".join(s["id"] + repr(s["conversations"][0]) for s in samples).encode()).hexdigest()
     record = {"weights": weights or weights_fingerprint(model), "samples": ids,
               "generation": {"batch_size": batch_size, "max_new_tokens": max_new_tokens}}
+    if routes is not None:
+        record["routing"] = {"config": routing or {}, "routes": hashlib.sha256(
+            "\n".join(f"{s['id']}\t{routes.get(s['id'])}" for s in samples).encode()).hexdigest()}
     generate.guard_resume(Path(out_path), record)
     prompts = collate.Collator(processor, collate.CollateConfig(image_root=str(image_root)), prompt_only=True)
     stops = templates.stop_token_ids(processor.tokenizer, model_family(model))
     table = generate.predict(model, samples, out_path, prompts, processor.tokenizer, stops, batch_size,
-                             max_new_tokens, progress)
+                             max_new_tokens, progress, adapter_of=routes)
     return [str(p) for p in table["prediction"]]
 
 

@@ -1,0 +1,129 @@
+"""Comparing runs, on hand-made run folders and on a real local sweep.
+
+The local sweep runs notebooks 01, 04 and 07 on params/ci.yaml (made cheaper: 24 subjects, the sex task
+only, two training steps, short answers) for seeds 0, 1 times two values of ``brain_lr``, one run after
+another; then it is compared, rerun (everything skipped) and rerun with changed params (refused, naming
+the key).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from brainvlm.app.compare import CompareError, compare_runs, point_metrics
+from brainvlm.core.paths import PARAMS_DIR, PROJECT_ROOT
+
+CHEAPER = {"n_subjects": 24, "brain_max_steps": 2, "brain_val_samples": 4, "brain_numerical_task": "",
+           "brain_max_new_tokens": 4, "brain_tasks_to_evaluate": ["sex"], "brain_n_boot": 20}
+SWEEP_TIMEOUT_S = 600  # four runs take about a minute each on 2 CPU cores
+
+
+def make_run(folder, name, params, metrics):
+    run_dir = folder / name
+    (run_dir / "metrics").mkdir(parents=True)
+    (run_dir / "provenance.json").write_text(json.dumps({"params": params}))
+    (run_dir / "metrics" / "04_train_lora.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
+def test_point_metrics_pair_values_with_both_interval_spellings():
+    metrics = {"a": 0.5, "a_lo": 0.4, "a_hi": 0.6, "b": 0.7, "b_ci_low": 0.6, "b_ci_high": 0.8, "c_lo": 1.0}
+    got = point_metrics(metrics)
+    assert set(got) == {"a", "b", "c_lo"}  # c_lo has no c beside it: a metric of its own
+    assert got["a"] == (0.5, 0.4, 0.6) and got["b"] == (0.7, 0.6, 0.8)
+    assert got["c_lo"][0] == 1.0 and math.isnan(got["c_lo"][1]) and math.isnan(got["c_lo"][2])
+
+
+def test_runs_differing_only_in_seed_are_summarised_beside_each_run_s_interval(tmp_path):
+    runs = [make_run(tmp_path, f"lr={lr}_seed={seed}", {"brain_lr": lr, "seed": seed, "n_subjects": 40},
+                     {"brain.acc": value, "brain.acc_lo": value - 0.1, "brain.acc_hi": value + 0.1,
+                      "brain.n": 10})
+            for lr, seed, value in ((0.001, 0, 0.6), (0.001, 1, 0.8), (0.002, 0, 0.5), (0.002, 1, 0.9))]
+    page = compare_runs(runs, tmp_path / "cmp", group_by="brain_lr")
+    table = pd.read_csv(tmp_path / "cmp" / "compare.csv")
+    acc = table[table["metric"] == "brain.acc"].set_index("run")
+    assert sorted(acc["group"].unique()) == ["brain_lr=0.001", "brain_lr=0.002"]
+    row = acc.loc["lr=0.001_seed=1"]
+    assert (row["value"], row["lo"], row["hi"]) == pytest.approx((0.8, 0.7, 0.9))
+    assert row["seeds_n"] == 2 and row["seeds_mean"] == pytest.approx(0.7)
+    assert row["seeds_sd"] == pytest.approx(pd.Series([0.6, 0.8]).std())
+    assert (row["seeds_min"], row["seeds_max"]) == pytest.approx((0.6, 0.8))
+    assert "brain.acc_lo" not in set(table["metric"])  # an interval bound is not a metric of its own
+    text = page.read_text()
+    assert "0.7 ± 0.1414" in text and "0.6–0.8" in text and "0.8 [0.7, 0.9]" in text
+    assert (tmp_path / "cmp" / "figures" / "brain.acc.png").stat().st_size > 0
+    assert (tmp_path / "cmp" / "figures" / "brain.n.png").is_file()
+
+
+def test_group_by_must_be_a_key_that_differs_and_folders_must_be_runs(tmp_path):
+    runs = [make_run(tmp_path, f"s{seed}", {"seed": seed, "brain_lr": 0.001}, {"brain.acc": 0.5})
+            for seed in (0, 1)]
+    with pytest.raises(CompareError, match=r"--group-by brain_lr: .*differ at most in seed"):
+        compare_runs(runs, tmp_path / "cmp", group_by="brain_lr")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CompareError, match=r"empty: not a run folder \(no provenance.json\)"):
+        compare_runs([tmp_path / "empty"], tmp_path / "cmp")
+
+
+def brainvlm(*args: str) -> subprocess.CompletedProcess:
+    """Run the command line; on a timeout end its process group too (the sweep's current run)."""
+    process = subprocess.Popen([sys.executable, "-m", "brainvlm", *args], cwd=PROJECT_ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=SWEEP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"brainvlm {' '.join(args)} ran past {SWEEP_TIMEOUT_S} s:\n{out}\n{err}")
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+@pytest.mark.slow
+def test_a_local_sweep_runs_compares_resumes_and_refuses_changed_params(tmp_path):
+    base = {**yaml.safe_load((PARAMS_DIR / "ci.yaml").read_text()), **CHEAPER}
+    base["tasks"] = [task for task in base["tasks"] if task["name"] == "sex"]
+    del base["brain_task_overrides"]  # of the bmi task, which these runs leave out
+    params = tmp_path / "ci_cheaper.yaml"
+    params.write_text(yaml.safe_dump(base, sort_keys=False))
+    reports = tmp_path / "reports"
+    args = ["sweep", "--params", str(params), "--grid", "brain_lr=1.0e-3,2.0e-3", "--seeds", "0,1",
+            "--only", "01,04,07", "--name", "local", "--reports-dir", str(reports)]
+    out = brainvlm(*args)
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
+    folder = reports / "local"
+    names = [f"brain_lr={lr}_seed={seed}" for lr in ("0.001", "0.002") for seed in (0, 1)]
+    assert list(json.loads((folder / "sweep.json").read_text())["runs"]) == names
+    for name in names:
+        run_dir = folder / "runs" / name
+        assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+        assert (run_dir / "index.html").is_file() and (run_dir / "metrics" / "07_evaluate.json").is_file()
+        assert yaml.safe_load((folder / "params" / f"{name}.yaml").read_text())["seed"] == int(name[-1])
+
+    table = pd.read_csv(folder / "compare" / "compare.csv")
+    assert sorted(table["run"].unique()) == sorted(names)
+    accuracy = table[table["metric"] == "brain.sex.accuracy"]
+    assert accuracy["lo"].notna().all() and accuracy["hi"].notna().all()  # 07's bootstrap interval
+    for group, rows in table[table["metric"] == "brain.sex.n_train"].groupby("group"):
+        assert list(rows["seeds_n"]) == [2, 2]
+        assert rows["seeds_mean"].iloc[0] == pytest.approx(rows["value"].mean()), group
+    assert (folder / "compare" / "figures" / "brain.sex.accuracy.png").is_file()
+
+    again = brainvlm(*args)
+    assert again.returncode == 0 and "4 done (skipped)" in again.stdout and "0 to run" in again.stdout
+    status = brainvlm("sweep", "--status", "--name", "local", "--reports-dir", str(reports))
+    assert "4 runs: 4 done" in status.stdout, status.stdout
+
+    params.write_text(yaml.safe_dump({**base, "brain_max_new_tokens": 5}, sort_keys=False))
+    changed = brainvlm(*args)
+    assert changed.returncode == 1
+    assert "have changed since" in changed.stderr and "brain_max_new_tokens" in changed.stderr, changed.stderr
+    assert "brain_lr=0.001_seed=0: brain_max_new_tokens" in changed.stderr
