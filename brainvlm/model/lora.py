@@ -146,7 +146,9 @@ def save_adapter(peft_model: Any, out_dir: str | Path, state_dict: dict[str, Any
     A model with several named adapters saves its active one, in PEFT's layout ``out_dir/<name>/``.
     """
     out = Path(out_dir)
-    options: dict[str, Any] = {"state_dict": state_dict} if state_dict is not None else {}
+    # LoRA on the head (mixed_batches) leaves the base weights as they are: they are not copied into the adapter
+    options: dict[str, Any] = {"save_embedding_layers": False}
+    options.update({"state_dict": state_dict} if state_dict is not None else {})
     if len(peft_model.peft_config) > 1:  # a pool of task adapters: the one training (``out/<name>/``)
         options["selected_adapters"] = [peft_model.active_adapter]
     peft_model.save_pretrained(out, **options)

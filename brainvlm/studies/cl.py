@@ -387,7 +387,7 @@ def pool_fingerprint(model: Any) -> str:
 
 def save_pool(model: Any, folder: Path) -> Path:
     """Every task adapter of a pool in PEFT's multi-adapter layout (``folder/<task>/``)."""
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, save_embedding_layers=False)  # LoRA on the head: the base head is not copied
     return Path(folder)
 
 
