@@ -323,7 +323,8 @@ for name in ("adapters · keys", "joint", "sequential", "replay"):
                                             unit="image", n_boot=cl_n_boot, seed=seed)
                 per_domain.append({"system": name, "domain": domain, "metric": metric, **ci})
 per_domain = pd.DataFrame(per_domain)
-per_domain.pivot_table(index=["system", "domain"], columns="metric", values="point").round(3)
+per_domain["value"] = [f"{r.point:.3f} [{r.lo:.3f}, {r.hi:.3f}]" for r in per_domain.itertuples()]
+per_domain.pivot(index=["system", "domain"], columns="metric", values="value")
 
 # %% [markdown]
 # ## Control: each query image replaced by its domain's mean image
@@ -354,7 +355,9 @@ pd.DataFrame({"mean image (keys)": cl.task_accuracy(mean_table, order), "majorit
 
 # %%
 answers = dict(zip(final["adapters · keys"]["id"], final["adapters · keys"]["prediction"]))
-write_llava_med_answers(test, answers, out / f"06_{cl_task}_answers_llava_med.jsonl", model_id=pool.folder.name)
+written = write_llava_med_answers(test, answers, out / f"06_{cl_task}_answers_llava_med.jsonl",
+                                  model_id=pool.folder.name)
+print(f"{len(answers)} answers written to predictions/{written.name}")
 
 # %% [markdown]
 # ## Other task orders

@@ -171,3 +171,21 @@ def test_every_step_runs_on_real_vqa_rad_files(tmp_path):
     matrix = cl.accuracy_matrix(zero, [routed] * 3, pool.order)
     assert len(matrix) == 4 and all(0 <= v <= 1 for row in matrix for v in row)
     assert set(continual.continual_metrics(matrix, zero_shot=True)) >= {"final_average", "bwt", "forgetting", "fwt"}
+
+
+def test_the_command_line_trains_a_method_and_resumes_an_interrupted_task(tmp_path):
+    from brainvlm.app.cli import main
+    from brainvlm.core.paths import PARAMS_DIR
+    from brainvlm.train.fit import TrainingInterrupted
+
+    cl.build_tasks(cl.DataSource("", "", "", "synthetic_vqa", 0.25, 8, 8, 32), tmp_path / "data" / "vqa", seed=0)
+    argv = ["train", "--study", "cl", "--task", "sequential", "--params", str(PARAMS_DIR / "ci.yaml"),
+            "--run-dir", str(tmp_path), "-p", "cl_steps_per_task", "3", "-p", "cl_save_every", "1", "--no-progress"]
+    with pytest.raises(TrainingInterrupted):
+        main([*argv, "--stop-after", "2"])
+    folder = tmp_path / "models" / "vqa_sequential_abdomen-chest-head"
+    assert (folder / "1_abdomen" / "checkpoints" / "step-2").is_dir()
+    assert main([*argv, "--resume"]) == 0
+    log = pd.read_csv(folder / "1_abdomen" / "log.csv")
+    assert list(log["step"]) == [1, 2, 3]  # steps 1-2 from the interrupted run, step 3 after resuming
+    assert all((folder / f"{k}_{d}" / "adapter" / TRAINABLE).is_file() for k, d in enumerate(ORDER, 1))
