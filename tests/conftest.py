@@ -22,7 +22,7 @@ def test_data() -> Path:
 
 @pytest.fixture(scope="session")
 def ci_run(tmp_path_factory) -> Path:
-    """Run every notebook on params/ci.yaml once; return the run folder."""
+    """Run the notebooks of params/ci.yaml (the brain study's) once; return the run folder."""
     from brainvlm.app.runner import run
 
     reports = tmp_path_factory.mktemp("reports")
@@ -33,3 +33,17 @@ def ci_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT_ROOT
+
+
+def assert_run_layout(folder: Path, notebook: str) -> None:
+    """A runner's outputs for one notebook: the executed notebook, both HTML renderings, its metrics, its main
+    figure marked and shown on the run's index page."""
+    import json
+
+    for suffix in (".ipynb", ".html", ".report.html"):
+        assert (folder / f"{notebook}{suffix}").is_file(), f"{notebook}{suffix}"
+    assert (folder / "metrics" / f"{notebook}.json").is_file()
+    marked = json.loads((folder / "figures" / "main.json").read_text())
+    figure = marked[notebook[:2]]
+    assert (folder / "figures" / f"{figure}.png").is_file()
+    assert f'src="figures/{figure}.png"' in (folder / "index.html").read_text()

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from conftest import assert_run_layout
 
 from brainvlm.app.params import read_params
 from brainvlm.app.report import check_expectations
@@ -29,6 +30,7 @@ def default_run(tmp_path_factory):
 @pytest.mark.slow
 def test_default_continual_run_meets_every_expectation_in_time(default_run):
     folder, seconds = default_run
+    assert_run_layout(folder, "06_continual_vqa")  # what the ci run checks for the brain notebooks
     metrics = json.loads((folder / "metrics" / "06_continual_vqa.json").read_text())
     expect = {k: v for k, v in read_params(PARAMS_DIR / "default.yaml")["expect"].items() if k.startswith("cl.")}
     rows = check_expectations(metrics, expect)  # raises with the measured numbers

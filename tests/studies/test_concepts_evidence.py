@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from conftest import assert_run_layout
 
 from brainvlm.app.params import read_params
 from brainvlm.app.report import check_expectations
@@ -27,6 +28,7 @@ def default_run(tmp_path_factory):
 @pytest.mark.slow
 def test_default_concepts_run_meets_every_expectation_in_time(default_run):
     folder, seconds = default_run
+    assert_run_layout(folder, "08_detect_concepts_and_caption")  # what the ci run checks for the brain notebooks
     metrics = json.loads((folder / "metrics" / "08_detect_concepts_and_caption.json").read_text())
     expect = {k: v for k, v in read_params(PARAMS_DIR / "default.yaml")["expect"].items()
               if k.startswith("concepts.")}

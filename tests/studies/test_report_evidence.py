@@ -5,6 +5,7 @@ import json
 import time
 
 import pytest
+from conftest import assert_run_layout
 
 from brainvlm.app.params import read_params
 from brainvlm.app.report import check_expectations
@@ -28,6 +29,7 @@ def default_run(tmp_path_factory):
 @pytest.mark.slow
 def test_default_report_run_meets_every_expectation_in_time(default_run):
     folder, seconds = default_run
+    assert_run_layout(folder, "05_train_report_curriculum")  # what the ci run checks for the brain notebooks
     metrics = json.loads((folder / "metrics" / "05_train_report_curriculum.json").read_text())
     expect = {k: v for k, v in read_params(PARAMS_DIR / "default.yaml")["expect"].items()
               if k.startswith("report.")}
