@@ -402,15 +402,18 @@ def load_pool(base_model: Any, folder: Path, tasks: Sequence[str]) -> Any:
 
 
 # -------------------------------------------------------------------------------------------- routing
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit L2 norm (a zero row stays zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def queries(model: Any, processor: Any, samples: list[dict], image_root: str,
             progress: bool = True) -> dict[str, np.ndarray]:
     """The routing query of each sample: ``image`` and ``question`` features of the frozen base, each
     L2-normalised; ``both`` concatenates them (the keys' space)."""
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    image = unit(features.image_features(model, processor, [Path(image_root) / image_path(s) for s in samples],
+    image = unit_rows(features.image_features(model, processor, [Path(image_root) / image_path(s) for s in samples],
                                          progress=progress))
-    question = unit(features.text_features(model, processor.tokenizer, [question_of(s) for s in samples],
+    question = unit_rows(features.text_features(model, processor.tokenizer, [question_of(s) for s in samples],
                                            progress=progress))
     return {"image": image, "question": question, "both": np.concatenate([image, question], axis=1)}
 
@@ -451,9 +454,8 @@ def routing_record(folder: Path) -> dict[str, Any]:
 
 def centroid_router(train_queries: dict[str, np.ndarray], order: Sequence[str]) -> KeyRouter:
     """The training-free twin of the keys: each task's normalised mean query."""
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / max(float(np.linalg.norm(x)), 1e-12)
-    return KeyRouter(list(order), [unit(train_queries[t].mean(axis=0)) for t in order])
+    means = unit_rows(np.stack([train_queries[t].mean(axis=0) for t in order]))
+    return KeyRouter(list(order), list(means))
 
 
 def route(router_name: str, samples: list[dict], seen: Sequence[str], test_queries: dict[str, np.ndarray],
