@@ -319,8 +319,7 @@ for name in ("adapters · keys", "joint", "sequential", "replay"):
                                        ("token F1", "token_f1", None)):
             chosen = table if subset is None else table[table["answer_type"] == subset]
             if len(chosen):
-                ci = bootstrap.bootstrap_ci(chosen, lambda t, c=column: float(t[c].astype(float).mean()),
-                                            unit="image", n_boot=cl_n_boot, seed=seed)
+                ci = bootstrap.mean_ci(chosen[column].astype(float), chosen["image"], cl_n_boot, seed)
                 per_domain.append({"system": name, "domain": domain, "metric": metric, **ci})
 per_domain = pd.DataFrame(per_domain)
 per_domain["value"] = [f"{r.point:.3f} [{r.lo:.3f}, {r.hi:.3f}]" for r in per_domain.itertuples()]

@@ -93,13 +93,61 @@ def bootstrap_ci(table: pd.DataFrame, statistic: Callable[[pd.DataFrame], float]
     return bootstrap_metrics(table, lambda t: {"value": statistic(t)}, ["value"], unit, n_boot, seed, level)["value"]
 
 
+def replicate_means(values: np.ndarray, labels: Sequence[Hashable], n_boot: int, seed: int,
+                    groups: Sequence[Hashable] | None = None) -> tuple[float, list[float]]:
+    """The mean of ``values`` and its bootstrap replicates, drawing units as ``bootstrap_indices`` does.
+
+    ``groups`` (a task or domain per sample): the statistic is the mean over groups of each group's mean, a
+    macro average; a group no drawn unit reaches is left out of that replicate, as a group-by would.
+    Vectorised with ``np.bincount`` so a thousand replicates of a few hundred samples take milliseconds.
+    """
+    codes = np.zeros(len(values), dtype=int) if groups is None else pd.factorize(np.asarray(groups, dtype=object))[0]
+
+    def statistic(rows: np.ndarray) -> float:
+        if not len(rows):
+            return math.nan
+        counts = np.bincount(codes[rows], minlength=codes.max() + 1)
+        sums = np.bincount(codes[rows], weights=values[rows], minlength=codes.max() + 1)
+        reached = counts > 0
+        return float((sums[reached] / counts[reached]).mean())
+
+    point = statistic(np.arange(len(values)))
+    return point, [statistic(rows) for rows in bootstrap_indices(labels, n_boot, seed)]
+
+
+def mean_ci(values: Sequence[float], units: Sequence[Hashable] | None = None, n_boot: int = 1000, seed: int = 0,
+            level: float = 0.95) -> dict[str, float | int]:
+    """The mean of per-sample scores with a percentile bootstrap interval over ``units`` (None: samples).
+
+    The same interval as ``bootstrap_ci(table, lambda t: t[column].mean(), unit)`` (units labelled as
+    ``unit_labels`` does, so the same draws), without a table per replicate.
+
+    Returns:
+        ``point``, ``lo``, ``hi``, ``n_boot``, ``n_valid``, ``level``, ``n_units``.
+    """
+    values = np.asarray(values, dtype=float)
+    labels = unit_labels(pd.DataFrame({"unit": _unit_array(units, len(values))}), None if units is None else "unit")
+    point, replicates = replicate_means(values, labels, n_boot, seed)
+    return {**percentile_interval(point, replicates, level), "n_units": len(set(labels.tolist()))}
+
+
+def _unit_array(units: Sequence[Hashable] | None, n: int) -> np.ndarray:
+    labels = np.arange(n) if units is None else np.asarray(units, dtype=object)
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} units for {n} samples")
+    return labels
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float], units: Sequence[Hashable] | None = None,
-                      n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, float | int]:
+                      n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                      groups: Sequence[Hashable] | None = None) -> dict[str, float | int]:
     """Mean of ``a`` minus mean of ``b`` over the same samples, with a paired percentile bootstrap interval.
 
     Args:
         a, b: one score per sample for each system (e.g. 1.0 correct, 0.0 wrong), in the same sample order.
         units: the independent unit of each sample (a subject id); None resamples samples.
+        groups: a group per sample (a task); the means become means over groups of each group's mean (the
+            macro average of a continual-learning row), still paired.
 
     Returns:
         ``point`` (the difference), ``lo``, ``hi``, ``n_boot``, ``n_valid``, ``level``, ``n_units``.
@@ -107,12 +155,10 @@ def paired_difference(a: Sequence[float], b: Sequence[float], units: Sequence[Ha
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired scores need the same samples: {a.shape} and {b.shape}")
-    labels = np.arange(len(a)) if units is None else np.asarray(units, dtype=object)
-    if len(labels) != len(a):
-        raise ValueError(f"{len(labels)} units for {len(a)} paired samples")
-    diff = a - b
-    replicates = [diff[rows].mean() if len(rows) else math.nan for rows in bootstrap_indices(labels, n_boot, seed)]
-    point = float(diff.mean()) if len(diff) else math.nan
+    labels = _unit_array(units, len(a))
+    if groups is not None and len(groups) != len(a):
+        raise ValueError(f"{len(groups)} groups for {len(a)} paired samples")
+    point, replicates = replicate_means(a - b, labels, n_boot, seed, groups)
     return {**percentile_interval(point, replicates, level), "n_units": len(set(labels.tolist()))}
 
 

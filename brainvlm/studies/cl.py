@@ -256,7 +256,8 @@ def paired_gap(a: pd.DataFrame, b: pd.DataFrame, n_boot: int, seed: int) -> dict
     over images."""
     if list(a["id"]) != list(b["id"]):
         raise ValueError("paired score tables must hold the same questions in the same order")
-    return bootstrap.paired_statistic_difference(a, b, average_over_tasks, list(a["image"]), n_boot, seed)
+    return bootstrap.paired_difference(a["exact_match"].astype(float), b["exact_match"].astype(float),
+                                       list(a["image"]), n_boot, seed, groups=list(a["domain"]))
 
 
 # -------------------------------------------------------------------------------------------- training

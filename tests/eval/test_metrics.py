@@ -273,6 +273,33 @@ def test_paired_statistic_difference_resamples_the_same_units_for_both_systems()
         bootstrap.paired_statistic_difference(a, c.iloc[:39], mean)
 
 
+
+def test_mean_ci_and_the_grouped_difference_equal_their_table_statistics_on_the_same_draws():
+    """The vectorised means draw as the table statistics do: a mean's interval equals ``bootstrap_ci``'s, and
+    the grouped paired difference equals the difference of macro averages over groups."""
+    rng = np.random.default_rng(3)
+    table = pd.DataFrame({"score": rng.integers(0, 2, 90).astype(float), "image": np.repeat(np.arange(30), 3),
+                          "task": np.tile(["a", "b", "b"], 30), "other": rng.integers(0, 2, 90).astype(float)})
+    fast = bootstrap.mean_ci(table["score"], table["image"], n_boot=300, seed=5)
+    slow = bootstrap.bootstrap_ci(table, lambda t: float(t["score"].mean()), unit="image", n_boot=300, seed=5)
+    assert [fast[k] for k in ("point", "lo", "hi")] == pytest.approx([slow[k] for k in ("point", "lo", "hi")])
+    assert fast["n_units"] == slow["n_units"] == 30
+
+    def macro(t: pd.DataFrame, column: str) -> float:
+        return float(t.groupby("task")[column].mean().mean())
+
+    grouped = bootstrap.paired_difference(table["score"], table["other"], table["image"], n_boot=300, seed=5,
+                                          groups=table["task"])
+    other = table.assign(score=table["other"])
+    by_table = bootstrap.paired_statistic_difference(table, other, lambda t: macro(t, "score"), table["image"],
+                                                     n_boot=300, seed=5)
+    assert [grouped[k] for k in ("point", "lo", "hi")] == pytest.approx([by_table[k] for k in ("point", "lo", "hi")])
+    # a macro average weighs the tasks equally: not the plain mean when tasks differ in size
+    plain = bootstrap.paired_difference(table["score"], table["other"], table["image"], n_boot=300, seed=5)
+    assert grouped["point"] != pytest.approx(plain["point"])
+    with pytest.raises(ValueError, match="2 groups for 90 paired samples"):
+        bootstrap.paired_difference(table["score"], table["other"], groups=["a", "b"])
+
 # ------------------------------------------------------------------------------------------------ VQA
 def test_normalize_and_token_scores():
     assert vqametrics.normalize_answer("The Posterior-Anterior view, 2.5 cm!") == "posterior anterior view 2.5 cm"
