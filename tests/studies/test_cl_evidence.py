@@ -28,6 +28,7 @@ def default_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_default_continual_run_meets_every_expectation_in_time(default_run):
     folder, seconds = default_run
     assert_run_layout(folder, "06_continual_vqa")  # what the ci run checks for the brain notebooks
@@ -40,6 +41,7 @@ def test_default_continual_run_meets_every_expectation_in_time(default_run):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_published_answers_recompute_the_matrix_and_the_llava_med_file_reads_back(default_run):
     folder, _ = default_run
     metrics = json.loads((folder / "metrics" / "06_continual_vqa.json").read_text())

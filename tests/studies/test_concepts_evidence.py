@@ -26,6 +26,7 @@ def default_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_default_concepts_run_meets_every_expectation_in_time(default_run):
     folder, seconds = default_run
     assert_run_layout(folder, "08_detect_concepts_and_caption")  # what the ci run checks for the brain notebooks
@@ -38,6 +39,7 @@ def test_default_concepts_run_meets_every_expectation_in_time(default_run):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_the_submission_file_scores_as_the_notebook_says(default_run):
     folder, _ = default_run
     submission = folder / "submissions" / "concepts.csv"

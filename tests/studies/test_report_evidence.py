@@ -27,6 +27,7 @@ def default_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_default_report_run_meets_every_expectation_in_time(default_run):
     folder, seconds = default_run
     assert_run_layout(folder, "05_train_report_curriculum")  # what the ci run checks for the brain notebooks
@@ -41,6 +42,7 @@ def test_default_report_run_meets_every_expectation_in_time(default_run):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_published_predictions_recompute_the_metrics(default_run):
     folder, _ = default_run
     test = report.of_mode(jsonio.read_jsonl(folder / "data" / "report" / "test.jsonl"), "image_ehr")
