@@ -1,7 +1,7 @@
 """Shared fixtures, and how the suite shares the machine when it runs on two workers.
 
-The runner executes params/ci.yaml once per test session; tests read its outputs. The test command runs the
-suite on two pytest-xdist workers (``-n 2 --dist loadgroup``): every test file is one unit of work, and every
+The runner executes params/ci.yaml once per test session; tests read its outputs. On two pytest-xdist
+workers (``-n 2 --dist loadgroup --no-loadscope-reorder``; not yet the README's test command) every test file is one unit of work, and every
 test that reads the ci run is in one unit with it, so the run is made once. Tests marked ``alone`` (the
 studies' evidence tests, whose issues give the time of a notebook run alone on the machine) hold the
 machine exclusively: while one runs, the other worker waits.
@@ -67,8 +67,11 @@ def work_unit(item: pytest.Item) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests into work units (before xdist reads the groups); units that hold tests marked ``alone`` or
-    ``slow`` go first, so the long ones do not end the run on one worker while the other idles."""
+    """On xdist workers, group tests into work units (before xdist reads the groups); units that hold tests
+    marked ``alone`` or ``slow`` go first, so the long ones do not end the run on one worker while the other
+    idles."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # one process: the collection order stands
     units: dict[str, int] = {}
     for item in items:
         unit = work_unit(item)
