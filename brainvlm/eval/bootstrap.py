@@ -132,6 +132,7 @@ def mean_ci(values: Sequence[float], units: Sequence[Hashable] | None = None, n_
 
 
 def _unit_array(units: Sequence[Hashable] | None, n: int) -> np.ndarray:
+    """The unit of each of ``n`` samples: ``units`` as objects, or each sample its own unit."""
     labels = np.arange(n) if units is None else np.asarray(units, dtype=object)
     if len(labels) != n:
         raise ValueError(f"{len(labels)} units for {n} samples")
@@ -173,9 +174,7 @@ def paired_statistic_difference(a: pd.DataFrame, b: pd.DataFrame, statistic: Cal
     """
     if len(a) != len(b):
         raise ValueError(f"paired tables need the same samples: {len(a)} and {len(b)} rows")
-    labels = np.arange(len(a)) if units is None else np.asarray(units, dtype=object)
-    if len(labels) != len(a):
-        raise ValueError(f"{len(labels)} units for {len(a)} paired samples")
+    labels = _unit_array(units, len(a))
     point = statistic(a) - statistic(b) if len(a) else math.nan
     replicates = [statistic(a.iloc[rows]) - statistic(b.iloc[rows]) if len(rows) else math.nan
                   for rows in bootstrap_indices(labels, n_boot, seed)]
