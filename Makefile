@@ -21,7 +21,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 # Regenerate every .ipynb from its .py source (the .py files are what people edit).
 notebooks: $(VENV)/.installed

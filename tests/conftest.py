@@ -1,10 +1,11 @@
 """Shared fixtures, and how the suite shares the machine when it runs on two workers.
 
 The runner executes params/ci.yaml once per test session; tests read its outputs. On two
-pytest-xdist workers (``-n 2 --dist loadgroup --no-loadscope-reorder``; not yet the README's test command)
+pytest-xdist workers (``-n 2 --dist loadgroup --no-loadscope-reorder``, as ``make test`` runs it)
 every test file is one unit of work, and every test that reads the ci run is in one unit with it, so the
 run is made once. Tests marked ``alone`` (the studies' evidence tests, whose issues give the time of a
 notebook run alone on the machine) hold the machine exclusively: while one runs, the other worker waits.
+Each test gets its share of the cores as torch threads (all of them alone, else one per worker).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +84,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: (units[work_unit(item)], order[work_unit(item)]))
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse a two-worker run whose work units were lost: pytest-xdist's ``loadgroup`` writes each test's
+    group into its node id, which pytest 9.2 stopped honouring (hence the pin on pytest 9.1)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not session.config.getvalue("loadgroup"):
+        return
+    lost = [item.nodeid for item in session.items if "@" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(f"{len(lost)} tests have no work unit in their node id under --dist loadgroup "
+                                f"(first: {lost[0]}); install the pytest pinned in constraints.txt")
+
+
+def threads_for(alone: bool) -> None:
+    """Give a test its share of the cores: all of them alone, else the cores over the workers.
+
+    Torch's OpenMP threads spin while they wait; two workers with a thread per core each (four busy threads
+    on two cores) run several times slower than one. The share goes to this process's torch and, through
+    ``OMP_NUM_THREADS``, to the notebook kernels and other processes the test starts.
+    """
+    cores = os.cpu_count() or 1
+    threads = cores if alone else max(1, cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
 @contextlib.contextmanager
 def share_of_machine(alone: bool) -> Iterator[None]:
     """Hold the machine shared, or exclusively for an ``alone`` test, across the xdist workers of one run.
@@ -101,6 +129,7 @@ def share_of_machine(alone: bool) -> Iterator[None]:
         finally:
             if not alone:
                 fcntl.flock(gate, fcntl.LOCK_UN)
+        threads_for(alone)
         try:
             yield
         finally:
