@@ -1,4 +1,9 @@
-"""The brain study's embedded default learns from the images: notebook 04's thresholds on the default params."""
+"""The brain study's embedded default learns from the images: notebook 04's thresholds on the default params.
+
+Marked ``alone`` like the other studies' evidence tests: the default is measured as ``make run`` runs it, with
+torch on every core. The thresholds are met at that thread count; with one thread (a worker's share when the
+suite runs on two) the BMI fit ends elsewhere (MAE ratio 1.43 against the expected <= 0.75).
+"""
 
 import json
 
@@ -20,6 +25,7 @@ def default_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_default_run_meets_every_expectation(default_run):
     metrics = json.loads((default_run / "metrics" / "04_train_lora.json").read_text())
     expect = read_params(PARAMS_DIR / "default.yaml")["expect"]
@@ -34,6 +40,7 @@ def test_default_run_meets_every_expectation(default_run):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_test_predictions_let_anyone_recompute_the_accuracy(default_run):
     samples = jsonio.read_jsonl(default_run / "data" / "sex" / "test.jsonl")
     lines = (default_run / "predictions" / "04_sex_test.jsonl").read_text().splitlines()
