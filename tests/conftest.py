@@ -3,8 +3,9 @@
 The runner executes params/ci.yaml once per test session; tests read its outputs. On two
 pytest-xdist workers (``-n 2 --dist loadgroup --no-loadscope-reorder``, as ``make test`` runs it)
 every test file is one unit of work, and every test that reads the ci run is in one unit with it, so the
-run is made once. Tests marked ``alone`` (the studies' evidence tests, whose issues give the time of a
-notebook run alone on the machine) hold the machine exclusively: while one runs, the other worker waits.
+run is made once. Tests marked ``alone`` (the studies' evidence tests: each runs a default as ``make run``
+does, with torch on every core, and most time it) hold the machine exclusively: while one runs, the other
+worker waits.
 Each test gets its share of the cores as torch threads (all of them alone, else one per worker).
 """
 
