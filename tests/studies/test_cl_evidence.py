@@ -16,7 +16,7 @@ from brainvlm.core.paths import PARAMS_DIR
 from brainvlm.eval import continual, llava_med_answers
 from brainvlm.studies import cl
 
-NOTEBOOK_LIMIT_S = 240  # notebook 06 alone on the default params, 2 CPU cores
+NOTEBOOK_LIMIT_S = 180  # the budget for notebook 06 alone on the default params, 2 CPU cores
 
 
 @pytest.fixture(scope="module")
