@@ -32,13 +32,17 @@ and a short 4D resting-state series (the planted T1 contrast plus a small sinuso
 and Gaussian noise). Age is drawn but carries no effect.
 
 Files are byte-identical for the same arguments: random streams come from ``default_rng`` seeded with
-``(seed, stream, index)``, and gzip is written with a fixed mtime.
+``(seed, stream, index)``, and gzip is written with a fixed mtime; so they are the same whether one process
+builds every subject or several build them at once (``workers``; ``benchmarks/bench_cohort.py``).
 """
 
 from __future__ import annotations
 
 import gzip
+import multiprocessing
+import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +205,8 @@ def _write_nifti(data: np.ndarray, affine: np.ndarray, path: Path, tr: float | N
 
 def make_synthetic_cohort(out_dir: str | Path, n_subjects: int = 200, seed: int = 0,
                           shape: tuple[int, int, int] = (64, 64, 64), dmri_fraction: float = 0.25,
-                          fmri_fraction: float = 0.25, fmri_timepoints: int = 6, progress: bool = True) -> Path:
+                          fmri_fraction: float = 0.25, fmri_timepoints: int = 6, progress: bool = True,
+                          workers: int | None = None) -> Path:
     """Write the synthetic cohort as a BIDS-like tree and return the path of its ``participants.tsv``.
 
     Args:
@@ -213,6 +218,8 @@ def make_synthetic_cohort(out_dir: str | Path, n_subjects: int = 200, seed: int 
             ``func/*_task-rest_bold.nii.gz``.
         fmri_timepoints: volumes in each resting-state series.
         progress: show a progress bar.
+        workers: processes that build subjects at once (default: ``build_workers``); the files are the
+            same for any number.
 
     Returns:
         ``out_dir/participants.tsv``; image paths follow ``{subject}/anat/{subject}_T1w.nii.gz``.
@@ -226,26 +233,60 @@ def make_synthetic_cohort(out_dir: str | Path, n_subjects: int = 200, seed: int 
     fmri = set(rng.permutation(n_subjects)[: round(fmri_fraction * n_subjects)].tolist())
     _remove_previous_build(out)
     atlas, affine = template_volume(shape)
-    fa_atlas = _fa_atlas(atlas)
-    masks = effect_masks(shape)
-    grid = np.indices(shape, dtype=np.float64)
-    for index, row in tqdm(list(table.iterrows()), desc="synthetic cohort", disable=not progress):
-        family = int(row["family_id"].split("-")[1])  # siblings draw the same field from the family's stream
-        field = _displacement(np.random.default_rng([seed, STREAM_FAMILY, family]), shape)
-        modalities = ("dwi",) * (index in dmri) + ("func",) * (index in fmri)
-        images = _subject_images(row, (atlas, fa_atlas), masks, field, grid, modalities,
-                                 fmri_timepoints, np.random.default_rng([seed, STREAM_SUBJECT, index]))
-        subject = row["participant_id"]
-        for kind, (suffix, data) in images.items():
-            _write_nifti(data, affine, out / subject / kind / f"{subject}_{suffix}.nii.gz",
-                         tr=BOLD_TR if kind == "func" else None)
+    fixed = (seed, (atlas, _fa_atlas(atlas)), effect_masks(shape), np.indices(shape, dtype=np.float64), affine,
+             fmri_timepoints, out)
+    jobs = [(index, row.to_dict(), ("dwi",) * (index in dmri) + ("func",) * (index in fmri))
+            for index, row in table.iterrows()]
+    workers = workers or build_workers(n_subjects, shape)
+    bar = tqdm(total=len(jobs), desc="synthetic cohort", disable=not progress)
+    if workers == 1:
+        _set_fixed(fixed)
+        for job in jobs:
+            _write_subject(job)
+            bar.update(1)
+    else:  # spawn, not fork: a notebook kernel has threads (and maybe torch's) that a fork would copy
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_fixed, initargs=(fixed,)) as pool:
+            for _ in pool.map(_write_subject, jobs):
+                bar.update(1)
+    bar.close()
+    _set_fixed(())
     _write_metadata(out, table, {"n_subjects": n_subjects, "seed": seed, "shape": list(shape),
                                  "dmri_fraction": dmri_fraction, "fmri_fraction": fmri_fraction,
                                  "fmri_timepoints": fmri_timepoints})
     return out / "participants.tsv"
 
 
-def _subject_images(row: pd.Series, atlases: tuple[np.ndarray, np.ndarray], masks: dict[str, np.ndarray],
+PARALLEL_VOXELS = 2**23  # voxels a build process must get to pay for its start (about 32 subjects at 64^3)
+_FIXED: tuple = ()  # what every subject of a build shares, set once per process (see _set_fixed)
+
+
+def build_workers(n_subjects: int, shape: tuple[int, int, int]) -> int:
+    """Processes for a build: one per core this process may use, fewer when the build is small."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, n_subjects * int(np.prod(shape)) // PARALLEL_VOXELS))
+
+
+def _set_fixed(fixed: tuple) -> None:
+    global _FIXED
+    _FIXED = fixed
+
+
+def _write_subject(job: tuple[int, dict, tuple[str, ...]]) -> None:
+    """Build and write one subject's files; the random streams depend on the subject alone, never on order."""
+    index, row, modalities = job
+    seed, atlases, masks, grid, affine, timepoints, out = _FIXED
+    family = int(row["family_id"].split("-")[1])  # siblings draw the same field from the family's stream
+    field = _displacement(np.random.default_rng([seed, STREAM_FAMILY, family]), atlases[0].shape)
+    images = _subject_images(row, atlases, masks, field, grid, modalities, timepoints,
+                             np.random.default_rng([seed, STREAM_SUBJECT, index]))
+    subject = row["participant_id"]
+    for kind, (suffix, data) in images.items():
+        _write_nifti(data, affine, out / subject / kind / f"{subject}_{suffix}.nii.gz",
+                     tr=BOLD_TR if kind == "func" else None)
+
+
+def _subject_images(row: dict, atlases: tuple[np.ndarray, np.ndarray], masks: dict[str, np.ndarray],
                     field: np.ndarray, grid: np.ndarray, modalities: tuple[str, ...], timepoints: int,
                     rng: np.random.Generator) -> dict[str, tuple[str, np.ndarray]]:
     """One subject's volumes: BIDS folder -> (file suffix, array); ``anat`` always, ``dwi``/``func`` if asked."""

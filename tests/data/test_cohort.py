@@ -322,6 +322,12 @@ def test_synthetic_is_byte_identical_for_a_seed(small_build, tmp_path):
     assert digest(other.parent)[anat] != digest(again.parent)[anat]
 
 
+def test_a_build_on_two_processes_writes_the_same_files_as_on_one(small_build, tmp_path):
+    assert synthetic_brain.build_workers(8, (24, 24, 24)) == 1  # small builds stay in this process
+    two = synthetic_brain.make_synthetic_cohort(tmp_path / "two", seed=3, workers=2, **SMALL)
+    assert digest(two.parent) == digest(small_build.parent)
+
+
 def test_rebuild_replaces_an_earlier_build(tmp_path):
     synthetic_brain.make_synthetic_cohort(tmp_path, seed=0, **{**SMALL, "n_subjects": 4})
     (tmp_path / "notes.txt").write_text("mine")
