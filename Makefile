@@ -12,8 +12,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
-	# DeepSpeed builds against the installed torch (its sdist imports torch); its ops compile on first use
-	DS_BUILD_OPS=0 $(PY) -m pip install --quiet --no-build-isolation -c constraints.txt deepspeed
+	# DeepSpeed builds against the installed torch (its sdist imports torch). The one op it loads on CPU, the
+	# shared-memory communication op, is compiled here; else every first multi-process run compiles it (~1.5 min).
+	# No wheel cache: a cached wheel built without the op would be taken instead.
+	DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 $(PY) -m pip install --quiet --no-build-isolation --no-cache-dir \
+		-c constraints.txt deepspeed
 	touch $@
 
 run: $(VENV)/.installed
@@ -30,6 +33,7 @@ notebooks: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/bench_volumes.py
+	$(PY) benchmarks/bench_cohort.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_generate.py
 

@@ -311,3 +311,11 @@ def test_deepspeed_files_that_changed_since_they_were_written_are_refused(tmp_pa
     (tmp_path / checkpoints.DEEPSPEED_HASHES).unlink()
     with pytest.raises(checkpoints.CheckpointError, match="no deepspeed.sha256.json"):
         checkpoints.verify_deepspeed_hashes(tmp_path)
+
+
+def test_deepspeed_loads_its_cpu_communication_op_prebuilt():
+    """The install (Makefile) compiles DeepSpeed's shared-memory op; else the first two-process run compiles it."""
+    from deepspeed.git_version_info import installed_ops
+
+    assert installed_ops.get("deepspeed_shm_comm"), ("DeepSpeed was installed without its CPU communication op: "
+                                                     "reinstall it as the Makefile does (DS_BUILD_SHM_COMM=1)")
