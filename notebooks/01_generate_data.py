@@ -57,7 +57,7 @@ from brainvlm.app.report import conversation_html, resolve_run_dir, save_figure,
 from brainvlm.core.seeding import set_seed
 from brainvlm.data import cohort, dataset, splits, synthetic_brain
 
-set_seed(seed)
+set_seed(seed, with_torch=False)  # no model here
 run_dir = resolve_run_dir(run_dir)
 data_dir = run_dir / "data"
 sns.set_theme(style="whitegrid", context="notebook")

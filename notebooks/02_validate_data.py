@@ -39,7 +39,7 @@ from brainvlm.core.paths import PROJECT_ROOT
 from brainvlm.core.seeding import set_seed
 from brainvlm.data import dataset, splits, validate, views, volumes
 
-set_seed(0)
+set_seed(0, with_torch=False)  # no model here
 run_dir = resolve_run_dir(run_dir)
 manifest = dataset.read_manifest(run_dir)
 image_root = manifest["image_root"]
