@@ -365,21 +365,8 @@ print(f"{len(answers)} answers written to predictions/{written.name}")
 # %%
 by_order = {"-".join(order): {"sequential": measures["sequential"], "adapters · keys": measures["adapters · keys"]}}
 for other in orders[1:]:
-    seq = cl.train(params, "sequential", run_dir, order=other)
-    seq_rows = cl.answer_rows(seq, test, image_root, out, **gen)
-    del seq
-    pool_other = cl.train(params, "adapters", run_dir, order=other)
-    keys_other = cl.learn_keys({d: q["both"] for d, q in train_queries.items()}, other, pool_other.settings,
-                               pool_other.folder, pool_other.base)
-    record = cl.routing_record(pool_other.folder)
-    routed_rows = [cl.answer_routed(pool_other, test, cl.route("keys", test, other[:i + 1], test_queries, keys_other,
-                                                               centroids, question_keys, seed), image_root,
-                                    out / f"06_{pool_other.folder.name}_keys_row{i + 1}.jsonl",
-                                    {**record, "router": "keys"}, **gen) for i in range(len(other))]
-    by_order["-".join(other)] = {
-        "sequential": continual.continual_metrics(cl.accuracy_matrix(zero_shot, seq_rows, other), zero_shot=True),
-        "adapters · keys": continual.continual_metrics(cl.accuracy_matrix(zero_shot, routed_rows, other),
-                                                       zero_shot=True)}
+    by_order["-".join(other)] = cl.order_measures(params, run_dir, other, test, zero_shot, train_queries, test_queries,
+                                                  image_root, out, **gen)
 pd.concat({o: pd.DataFrame(m).T for o, m in by_order.items()}, names=["order", "method"]).round(3)
 
 # %% [markdown]

@@ -24,6 +24,12 @@ TINY_MODELS = {"tiny": "tiny", "tiny-real-size": "real"}  # built locally with r
 BASE_RECORD = "brainvlm_base.json"  # what a built tiny base was built from
 
 
+def vocabulary(samples: list[dict]) -> list[str]:
+    """Every distinct text part of the samples' conversations, sorted: the tiny default's tokenizer corpus."""
+    return sorted({p["text"] for s in samples for turn in s["conversations"] for p in turn["content"]
+                   if p["type"] == "text"})
+
+
 def base_checkpoint(model: str, seed: int, out_dir: Path, texts: list[str]) -> str:
     """The checkpoint to load: ``model`` itself, or the tiny default built in ``out_dir`` (rank 0) for ``texts``.
 

@@ -28,7 +28,7 @@ from brainvlm.eval import generate
 from brainvlm.model import collate, lora, preflight, templates
 from brainvlm.model.loader import model_family
 from brainvlm.studies import SHARED_PARAMS
-from brainvlm.studies.base import base_checkpoint, weights_fingerprint
+from brainvlm.studies.base import base_checkpoint, vocabulary, weights_fingerprint
 from brainvlm.studies.base import load_base as shared_load_base
 from brainvlm.train import distributed
 from brainvlm.train.config import Stage, TrainConfig
@@ -117,12 +117,7 @@ def settings_for(params: dict[str, Any], task: str) -> TrainSettings:
 
 def vocabulary_texts(manifest: dict[str, Any]) -> list[str]:
     """Texts of the run's training samples, for the tiny default's tokenizer (sorted: deterministic)."""
-    texts = set()
-    for task in manifest["tasks"].values():
-        for sample in read_jsonl(task["files"]["train"]):
-            texts.update(p["text"] for turn in sample["conversations"] for p in turn["content"]
-                         if p["type"] == "text")
-    return sorted(texts)
+    return vocabulary([sample for task in manifest["tasks"].values() for sample in read_jsonl(task["files"]["train"])])
 
 
 def base_model(model: str, seed: int, run_dir: Path, manifest: dict[str, Any]) -> str:

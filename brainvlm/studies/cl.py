@@ -41,7 +41,7 @@ import pandas as pd
 from brainvlm.core.jsonio import read_json, write_json
 from brainvlm.core.seeding import set_seed
 from brainvlm.data import synthetic_vqa, vqa_tasks
-from brainvlm.eval import bootstrap, vqametrics
+from brainvlm.eval import bootstrap, continual, vqametrics
 from brainvlm.model import collate, features, lora
 from brainvlm.studies import base, controls
 from brainvlm.studies.base import SettingsError, base_checkpoint, load_base, predict_samples
@@ -179,12 +179,6 @@ def image_path(sample: dict) -> str:
     return controls.image_parts(sample)[-1]["image_path"]
 
 
-def vocabulary(tasks: dict[str, dict[str, list[dict]]]) -> list[str]:
-    """Every text of every task's training questions (the tiny default's tokenizer corpus), sorted."""
-    return sorted({p["text"] for by in tasks.values() for s in by["train"] for turn in s["conversations"]
-                   for p in turn["content"] if p["type"] == "text"})
-
-
 def mixed_test(tasks: dict[str, dict[str, list[dict]]], seed: int) -> list[dict]:
     """Every task's test questions in one seeded shuffled order: generation batches mix the domains."""
     every = [s for by in tasks.values() for s in by["test"]]
@@ -312,7 +306,8 @@ class Trained:
 
 
 def base_for(settings: ClSettings, run_dir: Path, tasks: dict[str, dict[str, list[dict]]]) -> str:
-    return base_checkpoint(settings.model, settings.seed, Path(run_dir) / "models" / "cl_base", vocabulary(tasks))
+    return base_checkpoint(settings.model, settings.seed, Path(run_dir) / "models" / "cl_base",
+                           base.vocabulary([s for by in tasks.values() for s in by["train"]]))
 
 
 def train(params: dict[str, Any], method: str, run_dir: Path, name: str | None = None, resume: bool = False,
@@ -459,6 +454,13 @@ def centroid_router(train_queries: dict[str, np.ndarray], order: Sequence[str]) 
     return KeyRouter(list(order), list(means))
 
 
+def nearest(router: KeyRouter, queries: np.ndarray, seen: Sequence[str]) -> list[str]:
+    """For each query row, the task among ``seen`` whose key is the most similar."""
+    seen = list(seen)
+    index = [router.tasks.index(t) for t in seen]
+    return [seen[i] for i in router.similarities(queries)[:, index].argmax(axis=1)]
+
+
 def route(router_name: str, samples: list[dict], seen: Sequence[str], test_queries: dict[str, np.ndarray],
           keys: KeyRouter, centroids: KeyRouter, question_keys: KeyRouter, seed: int) -> list[str]:
     """The adapter of each sample among the tasks ``seen`` so far, by one router.
@@ -466,18 +468,12 @@ def route(router_name: str, samples: list[dict], seen: Sequence[str], test_queri
     ``oracle`` sends a sample to its own domain's adapter, or (a task not yet learned) to the newest one.
     """
     seen = list(seen)
-
-    def among(router: KeyRouter, space: str) -> list[str]:
-        index = [router.tasks.index(t) for t in seen]
-        sims = router.similarities(test_queries[space])[:, index]
-        return [seen[i] for i in sims.argmax(axis=1)]
-
     if router_name == "keys":
-        return among(keys, "both")
+        return nearest(keys, test_queries["both"], seen)
     if router_name == "centroid":
-        return among(centroids, "both")
+        return nearest(centroids, test_queries["both"], seen)
     if router_name == "question":
-        return among(question_keys, "question")
+        return nearest(question_keys, test_queries["question"], seen)
     if router_name == "random":
         rng = np.random.default_rng(seed)
         return [seen[i] for i in rng.integers(0, len(seen), len(samples))]
@@ -527,6 +523,32 @@ def answer_zero_shot(trained: Trained, samples: list[dict], image_root: str, out
         answers = predict_samples(trained.model, trained.processor, samples, out_path, image_root, batch_size,
                                   max_new_tokens, progress, weights=f"base:{trained.base}")
     return score_table(samples, answers)
+
+
+def order_measures(params: dict[str, Any], run_dir: Path, order: Sequence[str], samples: list[dict],
+                   zero_shot: pd.DataFrame, train_queries: dict[str, dict[str, np.ndarray]],
+                   test_queries: dict[str, np.ndarray], image_root: str, out_dir: Path, batch_size: int,
+                   max_new_tokens: int, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Sequential fine-tuning and the key-routed task adapters through one more task order.
+
+    Both are trained (or loaded) in that order and answer ``samples`` after each task; the adapters' keys are
+    learned on ``train_queries`` (the frozen base's features, the same in every order). Returns each one's
+    continual metrics, under ``sequential`` and ``adapters · keys``.
+    """
+    order = list(order)
+    sequential = train(params, "sequential", run_dir, order=order, progress=progress)
+    sequential_rows = answer_rows(sequential, samples, image_root, out_dir, batch_size, max_new_tokens, progress)
+    del sequential  # one model in memory at a time
+    pool = train(params, "adapters", run_dir, order=order, progress=progress)
+    keys = learn_keys({d: q["both"] for d, q in train_queries.items()}, order, pool.settings, pool.folder, pool.base)
+    routing = {**routing_record(pool.folder), "router": "keys"}
+    routed_rows = [answer_routed(pool, samples, nearest(keys, test_queries["both"], order[:i + 1]), image_root,
+                                 Path(out_dir) / f"06_{pool.folder.name}_keys_row{i + 1}.jsonl", routing, batch_size,
+                                 max_new_tokens, progress) for i in range(len(order))]
+    return {"sequential": continual.continual_metrics(accuracy_matrix(zero_shot, sequential_rows, order),
+                                                      zero_shot=True),
+            "adapters · keys": continual.continual_metrics(accuracy_matrix(zero_shot, routed_rows, order),
+                                                           zero_shot=True)}
 
 
 def accuracy_matrix(zero_shot: pd.DataFrame, rows: Sequence[pd.DataFrame], order: Sequence[str],

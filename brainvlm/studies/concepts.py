@@ -143,11 +143,6 @@ class Trained:
     base: str
 
 
-def vocabulary(samples: list[dict]) -> list[str]:
-    return sorted({p["text"] for s in samples for turn in s["conversations"] for p in turn["content"]
-                   if p["type"] == "text"})
-
-
 def train(params: dict[str, Any], task: str, run_dir: Path, name: str | None = None, resume: bool = False,
           stop_after: int | None = None, progress: bool = True) -> Trained:
     """Train one adapter: ``concepts``, ``caption`` or ``multitask`` (both tasks' samples in one adapter)."""
@@ -161,7 +156,7 @@ def train(params: dict[str, Any], task: str, run_dir: Path, name: str | None = N
     val_set = [s for t in tasks for s in read_jsonl(manifest["tasks"][t]["val"])][: settings.val_samples]
     every = [s for t in TASKS for split in ("train", "val") for s in read_jsonl(manifest["tasks"][t][split])]
     checkpoint = base_checkpoint(settings.model, settings.seed, Path(run_dir) / "models" / "concepts_base",
-                                 vocabulary(every))
+                                 base.vocabulary(every))
     model, processor = load_base(checkpoint, settings.dtype, settings.load_in_4bit)
     model = lora.add_lora(model, r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout,
                           seed=settings.seed)

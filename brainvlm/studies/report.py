@@ -317,16 +317,10 @@ class Trained:
     stages: list[Stage]
 
 
-def vocabulary(samples: list[dict]) -> list[str]:
-    """Every text part of the samples (the tiny default's tokenizer is trained on them)."""
-    return [p["text"] for s in samples for turn in s["conversations"] for p in turn["content"]
-            if p["type"] == "text"]
-
-
 def base_for(settings: ReportSettings, run_dir: Path, train_samples: list[dict]) -> str:
     """The run's base checkpoint of the report study (the tiny default built for its texts)."""
     return base_checkpoint(settings.model, settings.seed, Path(run_dir) / "models" / "report_base",
-                           sorted(set(vocabulary(train_samples))))
+                           base.vocabulary(train_samples))
 
 
 def train(params: dict[str, Any], task: str, run_dir: Path, name: str | None = None, resume: bool = False,

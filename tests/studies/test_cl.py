@@ -189,3 +189,28 @@ def test_the_command_line_trains_a_method_and_resumes_an_interrupted_task(tmp_pa
     log = pd.read_csv(folder / "1_abdomen" / "log.csv")
     assert list(log["step"]) == [1, 2, 3]  # steps 1-2 from the interrupted run, step 3 after resuming
     assert all((folder / f"{k}_{d}" / "adapter" / TRAINABLE).is_file() for k, d in enumerate(ORDER, 1))
+
+
+def test_another_task_order_trains_both_methods_in_that_order_and_measures_them(run, tmp_path):
+    run_dir, manifest, pool = run
+    _, tasks = cl.read_tasks(run_dir / "data" / "vqa")
+    image_root = manifest["image_root"]
+    test = cl.mixed_test(tasks, seed=0)
+    zero_shot = cl.answer_zero_shot(pool, test, image_root, tmp_path / "zero.jsonl", 36, 4, progress=False)
+    train_queries = {d: cl.queries(pool.model, pool.processor, tasks[d]["train"], image_root) for d in ORDER}
+    test_queries = cl.queries(pool.model, pool.processor, test, image_root)
+    other = ["head", "chest", "abdomen"]
+    measured = cl.order_measures(PARAMS, run_dir, other, test, zero_shot, train_queries, test_queries, image_root,
+                                 tmp_path, batch_size=36, max_new_tokens=4, progress=False)
+    assert set(measured) == {"sequential", "adapters · keys"}
+    for name in ("sequential", "adapters"):
+        folder = run_dir / "models" / f"vqa_{name}_head-chest-abdomen"
+        assert sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name[0].isdigit()) == [
+            "1_head", "2_chest", "3_abdomen"]
+    rows = [pd.read_json(tmp_path / f"06_vqa_adapters_head-chest-abdomen_keys_row{i}.jsonl", lines=True)
+            for i in (1, 2, 3)]
+    assert [len(r) for r in rows] == [len(test)] * 3
+    tables = [cl.score_table(test, list(r.set_index("id").loc[[s["id"] for s in test], "prediction"])) for r in rows]
+    from brainvlm.eval import continual
+    again = continual.continual_metrics(cl.accuracy_matrix(zero_shot, tables, other), zero_shot=True)
+    assert again == pytest.approx(measured["adapters · keys"])  # the written answers give the returned measures
