@@ -111,6 +111,21 @@ def threads_for(alone: bool) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
+def lock_files() -> tuple[Path, Path] | None:
+    """The gate and lock files of this two-worker run (None outside xdist)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        return None
+    base = Path(tempfile.gettempdir()) / f"brainvlm-tests-{run}"
+    return base.with_suffix(".gate"), base.with_suffix(".lock")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A worker that is done removes the lock files; one still running makes its own again if it needs them."""
+    for path in lock_files() or ():
+        path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def share_of_machine(alone: bool) -> Iterator[None]:
     """Hold the machine shared, or exclusively for an ``alone`` test, across the xdist workers of one run.
@@ -118,12 +133,11 @@ def share_of_machine(alone: bool) -> Iterator[None]:
     Two ``flock`` files: a gate that an exclusive holder keeps closed (so shared holders cannot overtake it)
     and the lock itself. Outside xdist there is one process and nothing to share.
     """
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if run is None:
+    files = lock_files()
+    if files is None:
         yield
         return
-    base = Path(tempfile.gettempdir()) / f"brainvlm-tests-{run}"
-    with open(f"{base}.gate", "a") as gate, open(f"{base}.lock", "a") as lock:
+    with open(files[0], "a") as gate, open(files[1], "a") as lock:
         fcntl.flock(gate, fcntl.LOCK_EX)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
