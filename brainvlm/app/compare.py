@@ -85,10 +85,10 @@ def point_metrics(metrics: dict[str, float]) -> dict[str, tuple[float, float, fl
     are its bootstrap interval, not metrics of their own."""
     nan = float("nan")
     bounds, out = set(), {}
-    for key in metrics:
+    for key, value in metrics.items():
         for low, high in INTERVALS:
             if key + low in metrics and key + high in metrics:
-                out[key] = (metrics[key], metrics[key + low], metrics[key + high])
+                out[key] = (value, metrics[key + low], metrics[key + high])
                 bounds |= {key + low, key + high}
     return {k: out.get(k, (v, nan, nan)) for k, v in metrics.items() if k not in bounds}
 

@@ -114,24 +114,33 @@ def declared_parameters(path: Path) -> dict[str, Any]:
     return {name: default for name, (_, default) in parameter_declarations(path).items()}
 
 
-def read_params(path: Path) -> dict[str, Any]:
-    """Read a flat YAML params file (an empty file is an empty run)."""
+def read_yaml_mapping(path: Path, what: str, shape: str, error: type[ParamsError] = ParamsError) -> dict[str, Any]:
+    """A YAML file holding one mapping (an empty file is an empty mapping).
+
+    Errors are ``error`` and name the file (and the line and column of a syntax error); ``what`` names the kind
+    of file ("params file") and ``shape`` what it holds ("a flat mapping of keys to values").
+    """
     path = Path(path)
     if not path.is_file():
-        raise ParamsError(f"params file not found: {path}")
+        raise error(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ParamsError(f"{where}: not valid YAML ({problem}); a params file is a flat mapping of keys "
-                          "to values, `key: value` per line") from None
+        raise error(f"{where}: not valid YAML ({problem}); a {what} is {shape}") from None
     if not isinstance(data, dict):
-        raise ParamsError(f"{path}: a params file is a flat mapping of keys to values, got {type(data).__name__}")
+        raise error(f"{path}: a {what} is {shape}, got {type(data).__name__}")
+    return data
+
+
+def read_params(path: Path) -> dict[str, Any]:
+    """Read a flat YAML params file (an empty file is an empty run)."""
+    data = read_yaml_mapping(path, "params file", "a flat mapping of keys to values, `key: value` per line")
     for key, value in data.items():
         if isinstance(value, str) and _looks_like_float(value):
-            raise ParamsError(f"{path}: key '{key}' reads as the string {value!r}; YAML 1.1 needs a dot "
+            raise ParamsError(f"{Path(path)}: key '{key}' reads as the string {value!r}; YAML 1.1 needs a dot "
                               f"in floats, write e.g. 1.0e-4")
     return data
 

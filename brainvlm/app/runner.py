@@ -107,7 +107,7 @@ def sha256_file(path: Path) -> str:
 def git_commit() -> dict[str, Any]:
     """The repository's commit and whether the tree had uncommitted changes."""
     def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+        out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
         return out.stdout.strip() if out.returncode == 0 else ""
     return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
 

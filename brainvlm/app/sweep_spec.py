@@ -27,6 +27,7 @@ from brainvlm.app.params import (
     check_task_names,
     check_type,
     parameter_declarations,
+    read_yaml_mapping,
 )
 from brainvlm.core.jsonio import dumps
 
@@ -91,14 +92,7 @@ def parse_seeds(text: str | None) -> list[int] | None:
 def read_sweep_file(path: Path) -> SweepSpec:
     """A sweep file: ``grid:`` (key -> list of values), ``seeds:`` (list of ints), ``resources:``."""
     path = Path(path)
-    if not path.is_file():
-        raise SweepError(f"sweep file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise SweepError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise SweepError(f"{path}: a sweep file is a mapping with keys {list(SWEEP_FILE_KEYS)}")
+    data = read_yaml_mapping(path, "sweep file", f"a mapping with keys {list(SWEEP_FILE_KEYS)}", SweepError)
     unknown = sorted(set(data) - set(SWEEP_FILE_KEYS))
     if unknown:
         raise SweepError(f"{path}: unknown key(s) {unknown}; a sweep file has {list(SWEEP_FILE_KEYS)} "
