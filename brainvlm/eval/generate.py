@@ -240,9 +240,9 @@ def predict(model, samples: list[dict], out_path: Path, prompt_collator: Callabl
                 if waiting and len(waiting) >= (checkpoint_interval or 1):
                     rows, waiting = waiting, []
                     append_predictions(out_path, rows)
+                rate = (bar.n + len(positions) - len(samples) + todo) / (time.perf_counter() - start)
+                bar.set_postfix(samples_per_s=f"{rate:.1f}", refresh=False)  # drawn by the update
                 bar.update(len(positions))
-                rate = (bar.n - len(samples) + todo) / (time.perf_counter() - start)
-                bar.set_postfix(samples_per_s=f"{rate:.1f}")
         finally:
             if waiting:  # finished rows are kept whatever stopped the loop
                 append_predictions(out_path, waiting)

@@ -228,8 +228,8 @@ def run_stage(model, collator, stage: Stage, config: TrainConfig, state: _Run,
                 state.best_val_loss = row["val_loss"]
                 save_adapter(model, output / "best")
         state.log.append(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{out['loss']:.3f}")
+        bar.set_postfix(loss=f"{out['loss']:.3f}", refresh=False)  # a redraw per step costs 0.6 ms in a notebook
+        bar.update(1)  # redraws at most every 0.1 s
         if (config.save_every and state.stage_step % config.save_every == 0) or last:
             save_checkpoint(output / "checkpoints" / f"step-{state.global_step}", model, stepper, asdict(state))
             prune_checkpoints(output, config.keep_checkpoints)
