@@ -63,6 +63,33 @@ def assert_run_layout(folder: Path, notebook: str) -> None:
     assert f'src="figures/{figure}.png"' in (folder / "index.html").read_text()
 
 
+def run_default(tmp_path_factory, only: str) -> tuple[Path, float]:
+    """Run the notebooks ``only`` on params/default.yaml as ``make run`` does; the run folder and its seconds."""
+    import time
+
+    from brainvlm.app.runner import run
+
+    reports = tmp_path_factory.mktemp("reports")
+    start = time.perf_counter()
+    run(PARAMS_DIR / "default.yaml", run_name="default", reports_dir=reports, only=only)
+    return reports / "default", time.perf_counter() - start
+
+
+def meets_default_expectations(folder: Path, notebook: str, prefix: str) -> dict:
+    """A notebook's metrics, checked against every ``prefix`` expectation of params/default.yaml (raising with
+    the measured numbers); the notebook must measure each of them."""
+    import json
+
+    from brainvlm.app.params import read_params
+    from brainvlm.app.report import check_expectations
+
+    metrics = json.loads((folder / "metrics" / f"{notebook}.json").read_text())
+    expect = {k: v for k, v in read_params(PARAMS_DIR / "default.yaml")["expect"].items() if k.startswith(prefix)}
+    rows = check_expectations(metrics, expect)
+    assert {r["metric"] for r in rows} == set(expect), f"{notebook} does not measure every {prefix} expectation"
+    return metrics
+
+
 def work_unit(item: pytest.Item) -> str:
     """The unit an xdist worker runs whole: the ci run with its readers, else the test's file."""
     return "ci_run" if "ci_run" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]

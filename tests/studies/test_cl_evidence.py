@@ -3,16 +3,11 @@ expectation (every method learns, sequential fine-tuning forgets, key-routed tas
 route comes from the image, and the mean image answers no better than the majority answer)."""
 
 import json
-import time
 
 import pytest
-from conftest import assert_run_layout
+from conftest import assert_run_layout, meets_default_expectations, run_default
 
-from brainvlm.app.params import read_params
-from brainvlm.app.report import check_expectations
-from brainvlm.app.runner import run
 from brainvlm.core import jsonio
-from brainvlm.core.paths import PARAMS_DIR
 from brainvlm.eval import continual, llava_med_answers
 from brainvlm.studies import cl
 
@@ -21,10 +16,7 @@ NOTEBOOK_LIMIT_S = 180  # the issue's budget for notebook 06 alone on the defaul
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    reports = tmp_path_factory.mktemp("reports")
-    start = time.perf_counter()
-    run(PARAMS_DIR / "default.yaml", run_name="default", reports_dir=reports, only="06")
-    return reports / "default", time.perf_counter() - start
+    return run_default(tmp_path_factory, "06")
 
 
 @pytest.mark.slow
@@ -32,10 +24,7 @@ def default_run(tmp_path_factory):
 def test_default_continual_run_meets_every_expectation_in_time(default_run):
     folder, seconds = default_run
     assert_run_layout(folder, "06_continual_vqa")  # what the ci run checks for the brain notebooks
-    metrics = json.loads((folder / "metrics" / "06_continual_vqa.json").read_text())
-    expect = {k: v for k, v in read_params(PARAMS_DIR / "default.yaml")["expect"].items() if k.startswith("cl.")}
-    rows = check_expectations(metrics, expect)  # raises with the measured numbers
-    assert {r["metric"] for r in rows} == set(expect)
+    metrics = meets_default_expectations(folder, "06_continual_vqa", "cl.")  # raises with the measured numbers
     assert metrics["cl.oracle_bwt"] == 0.0  # an adapter is never changed after its task
     assert seconds <= NOTEBOOK_LIMIT_S, f"notebook 06 took {seconds:.0f} s on the default params"
 

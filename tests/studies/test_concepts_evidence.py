@@ -3,15 +3,10 @@ expectation (both detectors beat the tuned baseline, findings learnt, nothing fr
 
 import csv
 import json
-import time
 
 import pytest
-from conftest import assert_run_layout
+from conftest import assert_run_layout, meets_default_expectations, run_default
 
-from brainvlm.app.params import read_params
-from brainvlm.app.report import check_expectations
-from brainvlm.app.runner import run
-from brainvlm.core.paths import PARAMS_DIR
 from brainvlm.eval import clef, clef_files
 
 NOTEBOOK_LIMIT_S = 180  # the budget for notebook 08 alone on the default params, 2 CPU cores
@@ -19,10 +14,7 @@ NOTEBOOK_LIMIT_S = 180  # the issue's budget for notebook 08 alone on the defaul
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    reports = tmp_path_factory.mktemp("reports")
-    start = time.perf_counter()
-    run(PARAMS_DIR / "default.yaml", run_name="default", reports_dir=reports, only="08")
-    return reports / "default", time.perf_counter() - start
+    return run_default(tmp_path_factory, "08")
 
 
 @pytest.mark.slow
@@ -30,11 +22,7 @@ def default_run(tmp_path_factory):
 def test_default_concepts_run_meets_every_expectation_in_time(default_run):
     folder, seconds = default_run
     assert_run_layout(folder, "08_detect_concepts_and_caption")  # what the ci run checks for the brain notebooks
-    metrics = json.loads((folder / "metrics" / "08_detect_concepts_and_caption.json").read_text())
-    expect = {k: v for k, v in read_params(PARAMS_DIR / "default.yaml")["expect"].items()
-              if k.startswith("concepts.")}
-    rows = check_expectations(metrics, expect)  # raises with the measured numbers
-    assert {r["metric"] for r in rows} == set(expect)  # notebook 08 measures every concepts expectation
+    meets_default_expectations(folder, "08_detect_concepts_and_caption", "concepts.")  # raises with the measured numbers
     assert seconds <= NOTEBOOK_LIMIT_S, f"notebook 08 took {seconds:.0f} s on the default params"
 
 

@@ -8,30 +8,21 @@ suite runs on two) the BMI fit ends elsewhere (MAE ratio 1.43 against the expect
 import json
 
 import pytest
+from conftest import meets_default_expectations, run_default
 
-from brainvlm.app.params import read_params
-from brainvlm.app.report import check_expectations
-from brainvlm.app.runner import run
 from brainvlm.core import jsonio
-from brainvlm.core.paths import PARAMS_DIR
 from brainvlm.studies import controls
 
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    reports = tmp_path_factory.mktemp("reports")
-    run(PARAMS_DIR / "default.yaml", run_name="default", reports_dir=reports, only="01,04")
-    return reports / "default"
+    return run_default(tmp_path_factory, "01,04")[0]
 
 
 @pytest.mark.slow
 @pytest.mark.alone
 def test_default_run_meets_every_expectation(default_run):
-    metrics = json.loads((default_run / "metrics" / "04_train_lora.json").read_text())
-    expect = read_params(PARAMS_DIR / "default.yaml")["expect"]
-    brain_expect = {k: v for k, v in expect.items() if k.startswith("brain.")}
-    rows = check_expectations(metrics, brain_expect)  # raises with the measured numbers
-    assert {r["metric"] for r in rows} == set(brain_expect)  # notebook 04 measures every brain expectation
+    metrics = meets_default_expectations(default_run, "04_train_lora", "brain.")  # raises with the measured numbers
     assert metrics["brain.n_test"] >= 100
     assert metrics["brain.test_minus_shuffled_images_accuracy_lo"] <= (
         metrics["brain.test_minus_shuffled_images_accuracy"]) <= metrics["brain.test_minus_shuffled_images_accuracy_hi"]

@@ -2,16 +2,11 @@
 expectation (findings from the image, ICD codes from the EHR, nothing from the mean image)."""
 
 import json
-import time
 
 import pytest
-from conftest import assert_run_layout
+from conftest import assert_run_layout, meets_default_expectations, run_default
 
-from brainvlm.app.params import read_params
-from brainvlm.app.report import check_expectations
-from brainvlm.app.runner import run
 from brainvlm.core import jsonio
-from brainvlm.core.paths import PARAMS_DIR
 from brainvlm.eval import reportmetrics
 from brainvlm.studies import report
 
@@ -20,10 +15,7 @@ NOTEBOOK_LIMIT_S = 180  # the issue's budget for notebook 05 alone on the defaul
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    reports = tmp_path_factory.mktemp("reports")
-    start = time.perf_counter()
-    run(PARAMS_DIR / "default.yaml", run_name="default", reports_dir=reports, only="05")
-    return reports / "default", time.perf_counter() - start
+    return run_default(tmp_path_factory, "05")
 
 
 @pytest.mark.slow
@@ -31,11 +23,7 @@ def default_run(tmp_path_factory):
 def test_default_report_run_meets_every_expectation_in_time(default_run):
     folder, seconds = default_run
     assert_run_layout(folder, "05_train_report_curriculum")  # what the ci run checks for the brain notebooks
-    metrics = json.loads((folder / "metrics" / "05_train_report_curriculum.json").read_text())
-    expect = {k: v for k, v in read_params(PARAMS_DIR / "default.yaml")["expect"].items()
-              if k.startswith("report.")}
-    rows = check_expectations(metrics, expect)  # raises with the measured numbers
-    assert {r["metric"] for r in rows} == set(expect)  # notebook 05 measures every report expectation
+    metrics = meets_default_expectations(folder, "05_train_report_curriculum", "report.")  # raises with the measured numbers
     for name in ("ehr_on_minus_off_icd_ehr_micro_f1", "curriculum_minus_constant_chexpert14_micro_f1_u0"):
         assert metrics[f"report.{name}_lo"] <= metrics[f"report.{name}"] <= metrics[f"report.{name}_hi"]
     assert seconds <= NOTEBOOK_LIMIT_S, f"notebook 05 took {seconds:.0f} s on the default params"
