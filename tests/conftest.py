@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,8 +54,6 @@ def project_root() -> Path:
 def assert_run_layout(folder: Path, notebook: str) -> None:
     """A runner's outputs for one notebook: the executed notebook, both HTML renderings, its metrics, its main
     figure marked and shown on the run's index page."""
-    import json
-
     for suffix in (".ipynb", ".html", ".report.html"):
         assert (folder / f"{notebook}{suffix}").is_file(), f"{notebook}{suffix}"
     assert (folder / "metrics" / f"{notebook}.json").is_file()
@@ -65,8 +65,6 @@ def assert_run_layout(folder: Path, notebook: str) -> None:
 
 def run_default(tmp_path_factory, only: str) -> tuple[Path, float]:
     """Run the notebooks ``only`` on params/default.yaml as ``make run`` does; the run folder and its seconds."""
-    import time
-
     from brainvlm.app.runner import run
 
     reports = tmp_path_factory.mktemp("reports")
@@ -78,8 +76,6 @@ def run_default(tmp_path_factory, only: str) -> tuple[Path, float]:
 def meets_default_expectations(folder: Path, notebook: str, prefix: str) -> dict:
     """A notebook's metrics, checked against every ``prefix`` expectation of params/default.yaml (raising with
     the measured numbers); the notebook must measure each of them."""
-    import json
-
     from brainvlm.app.params import read_params
     from brainvlm.app.report import check_expectations
 

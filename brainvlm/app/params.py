@@ -137,10 +137,11 @@ def read_yaml_mapping(path: Path, what: str, shape: str, error: type[ParamsError
 
 def read_params(path: Path) -> dict[str, Any]:
     """Read a flat YAML params file (an empty file is an empty run)."""
+    path = Path(path)
     data = read_yaml_mapping(path, "params file", "a flat mapping of keys to values, `key: value` per line")
     for key, value in data.items():
         if isinstance(value, str) and _looks_like_float(value):
-            raise ParamsError(f"{Path(path)}: key '{key}' reads as the string {value!r}; YAML 1.1 needs a dot "
+            raise ParamsError(f"{path}: key '{key}' reads as the string {value!r}; YAML 1.1 needs a dot "
                               f"in floats, write e.g. 1.0e-4")
     return data
 
