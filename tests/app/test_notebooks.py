@@ -1,23 +1,55 @@
 """Notebook pairs stay in sync, and the ci run produces the run contract's layout and byte-stable data."""
 
 import json
+import re
 
 import jupytext
 import pytest
 
 from brainvlm.app.params import declared_parameters, discover_notebooks, read_params, run_notebooks
+from brainvlm.app.lab_setup import KERNEL_NAME
 from brainvlm.app.runner import run
 from brainvlm.core.paths import PARAMS_DIR
 
 NOTEBOOKS = discover_notebooks()
 
 
+def pair_content(notebook) -> dict:
+    """What a pair must agree on: each cell's type, source and tags, and the kernelspec name.
+
+    Nothing else (the jupytext version in the header, cell ids, outputs) makes a pair differ.
+    """
+    cells = [(c.cell_type, c.source, tuple(c.metadata.get("tags", []))) for c in notebook.cells]
+    return {"cells": cells, "kernel": notebook.metadata.get("kernelspec", {}).get("name")}
+
+
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.name)
-def test_ipynb_is_in_sync_with_py_source(nb):
+def test_ipynb_pair_is_in_sync_with_py_source(nb):
     paired = nb.path.with_suffix(".ipynb")
     assert paired.is_file(), f"{paired.name} missing: run `make notebooks`"
-    as_text = jupytext.writes(jupytext.read(paired), fmt="py:percent")
-    assert as_text == nb.path.read_text(), f"{paired.name} differs from {nb.path.name}: run `make notebooks`"
+    ipynb, py = pair_content(jupytext.read(paired)), pair_content(jupytext.read(nb.path))
+    assert ipynb["kernel"] == py["kernel"] == KERNEL_NAME, f"{nb.name}: kernelspec {ipynb['kernel']!r}"
+    for index, (a, b) in enumerate(zip(ipynb["cells"], py["cells"], strict=False)):
+        assert a == b, f"{paired.name} cell {index} differs from {nb.path.name}: run `make notebooks`"
+    assert len(ipynb["cells"]) == len(py["cells"]), f"{paired.name}: other cell count: run `make notebooks`"
+
+
+def test_pair_check_ignores_the_jupytext_version_only():
+    nb = NOTEBOOKS[0]
+    text = nb.path.read_text()
+    newer = text.replace("#   kernelspec:", "#     jupytext_version: 9.99.9\n#   kernelspec:", 1)
+    assert pair_content(jupytext.reads(newer, fmt="py:percent")) == pair_content(jupytext.read(nb.path))
+    edited = text.replace("# %% [markdown]", "# %% [markdown]\n# an edit", 1)
+    assert pair_content(jupytext.reads(edited, fmt="py:percent")) != pair_content(jupytext.read(nb.path))
+
+
+def test_committed_notebooks_carry_no_outputs_or_volatile_metadata():
+    for nb in NOTEBOOKS:
+        stored = json.loads(nb.path.with_suffix(".ipynb").read_text())
+        assert all(not c.get("outputs") and c.get("execution_count") is None
+                   for c in stored["cells"] if c["cell_type"] == "code"), nb.name
+        assert '"jupytext_version":' not in json.dumps(stored["metadata"]), nb.name
+        assert not re.search(r"^#\s+jupytext_version:", nb.path.read_text(), re.M), nb.name
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.name)
