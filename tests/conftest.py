@@ -24,10 +24,13 @@ from pathlib import Path
 import pytest
 
 from brainvlm.core.paths import PARAMS_DIR, PROJECT_ROOT
+from brainvlm.core.threads import available_cores
 
 DATA = Path(__file__).parent / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded from a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: waiting threads sleep (core.threads)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +120,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     lost = [item.nodeid for item in session.items if "@" not in item.nodeid]
     if lost:
         raise pytest.UsageError(f"{len(lost)} tests have no work unit in their node id under --dist loadgroup "
-                                f"(first: {lost[0]}); install the pytest pinned in constraints.txt")
+                                f"(first: {lost[0]}); install the pytest pinned in requirements/lock.txt")
 
 
 def threads_for(alone: bool) -> None:
@@ -127,7 +130,7 @@ def threads_for(alone: bool) -> None:
     on two cores) run several times slower than one. The share goes to this process's torch and, through
     ``OMP_NUM_THREADS``, to the notebook kernels and other processes the test starts.
     """
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     threads = cores if alone else max(1, cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     if "torch" in sys.modules:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 KERNEL_NAME = "brainvlm"
 KERNEL_DISPLAY_NAME = "brainvlm (.venv)"
+# OpenMP threads sleep while they wait, and the tokenizers start no pool: a kernel shares the machine well.
+KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
 
 # JupyterLab's documented place for settings defaults of an environment: <prefix>/share/jupyter/lab/settings.
 LAB_OVERRIDES = {
@@ -33,7 +35,12 @@ def install_kernel(prefix: Path) -> Path:
     """Install the ``brainvlm`` kernel spec into ``prefix`` (idempotent); returns its folder."""
     from ipykernel.kernelspec import install
 
-    return Path(install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, prefix=str(prefix)))
+    folder = Path(install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, prefix=str(prefix)))
+    spec_path = folder / "kernel.json"
+    spec = json.loads(spec_path.read_text())
+    spec["env"] = KERNEL_ENV  # set before torch loads in the kernel (core.threads)
+    spec_path.write_text(json.dumps(spec, indent=1) + "\n")
+    return folder
 
 
 def write_lab_overrides(prefix: Path) -> Path:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from brainvlm.app.run_status import mark_ended, mark_started
 from brainvlm.app.warning_filter import without_dependency_warnings
 from brainvlm.core.jsonio import read_json, write_json
 from brainvlm.core.paths import NOTEBOOKS_DIR, PROJECT_ROOT, REPORTS_DIR
+from brainvlm.core.threads import choose_threads, thread_environment
 
 KERNEL = "python3"
 PACKAGES = ("brainvlm", "torch", "transformers", "peft", "accelerate", "tokenizers", "nibabel", "nilearn",
@@ -135,11 +139,15 @@ def input_hashes(params: dict[str, Any], run_dir: Path) -> dict[str, str]:
 
 
 def write_provenance(run_dir: Path, params: dict[str, Any], params_path: Path,
-                     results: list[NotebookResult]) -> Path:
-    """Write ``provenance.json``: code version, packages, params, input and output hashes."""
+                     results: list[NotebookResult], threads: int | None = None) -> Path:
+    """Write ``provenance.json``: code version, packages, torch threads, params, input and output hashes.
+
+    Results are byte-identical for the same params, seed and thread count; ``threads`` records the last.
+    """
     return write_json({
         "git": git_commit(),
         "packages": package_versions(),
+        "threads": threads,
         "params_file": str(params_path),
         "params": params,
         "notebooks": [{"name": r.name, "status": r.status, "seconds": round(r.seconds, 2)} for r in results],
@@ -165,7 +173,8 @@ def earlier_results(run_dir: Path, every: list[Notebook], results: list[Notebook
 
 def run(params_path: Path, run_name: str | None = None, only: str | None = None,
         reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS_DIR,
-        overrides: dict[str, Any] | None = None, console: Console | None = None) -> list[NotebookResult]:
+        overrides: dict[str, Any] | None = None, console: Console | None = None,
+        threads: int | None = None) -> list[NotebookResult]:
     """Execute the run's notebooks in order; stop at the first failure.
 
     Args:
@@ -175,6 +184,8 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
         only: comma-separated notebook numbers or names that narrow the params file's notebooks.
         overrides: keys that replace the file's values (like papermill's ``-p``).
         console: where each notebook's start, end and progress bar are shown (``app.console``); None: nowhere.
+        threads: torch threads of the notebooks' kernels (None: ``OMP_NUM_THREADS``, else the cores available
+            to this process; ``core.threads``), recorded in ``provenance.json``.
 
     Raises:
         NotebookFailed: naming the failing notebook and cell, after writing index and provenance.
@@ -189,17 +200,19 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
     console = console or Console()
     console.run_started(run_dir, [nb.name for nb in notebooks])
     mark_started(run_dir, [nb.name for nb in notebooks])  # status.json: running, done or failed
-    for i, nb in enumerate(notebooks):
-        console.notebook_started(i + 1, len(notebooks), nb.name)
-        parameters = notebook_parameters(params, nb, run_dir.resolve())
-        results[i] = execute_notebook(nb, run_dir, parameters, console)
-        render_html(run_dir, nb.name)
-        console.notebook_ended(i + 1, len(notebooks), results[i])
-        if results[i].status != "ok":
-            break
+    chosen = choose_threads(threads)
+    with kernel_environment(thread_environment(chosen)):
+        for i, nb in enumerate(notebooks):
+            console.notebook_started(i + 1, len(notebooks), nb.name)
+            parameters = notebook_parameters(params, nb, run_dir.resolve())
+            results[i] = execute_notebook(nb, run_dir, parameters, console)
+            render_html(run_dir, nb.name)
+            console.notebook_ended(i + 1, len(notebooks), results[i])
+            if results[i].status != "ok":
+                break
     results = earlier_results(run_dir, every, results)
     index = write_index(run_dir, results, params_path, params.get("expect") or {})
-    write_provenance(run_dir, params, params_path, results)
+    write_provenance(run_dir, params, params_path, results, chosen)
     console.run_ended(results, index)
     failed = [r for r in results if r.status == "failed"]
     if failed:
@@ -213,6 +226,22 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
             raise
     mark_ended(run_dir)
     return results
+
+
+@contextlib.contextmanager
+def kernel_environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the kernels started inside the block (they inherit this process's
+    environment); restore them afterwards."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def check_all_measured(expect: dict[str, Any], results: list[NotebookResult]) -> None:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import gzip
 import multiprocessing
-import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -51,6 +50,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from brainvlm.core.jsonio import read_json, write_json
+from brainvlm.core.threads import available_cores
 
 SEX_EFFECT = 0.08  # regional intensity change in SEX_REGION: males x(1 + 0.08), females x(1 - 0.08)
 SEX_SCALE = 0.03  # linear size difference, males larger: males x(1 + 0.015), females x(1 - 0.015)
@@ -263,8 +263,7 @@ _FIXED: tuple = ()  # what every subject of a build shares, set once per process
 
 def build_workers(n_subjects: int, shape: tuple[int, int, int]) -> int:
     """Processes for a build: one per core this process may use, fewer when the build is small."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, n_subjects * int(np.prod(shape)) // PARALLEL_VOXELS))
+    return max(1, min(available_cores(), n_subjects * int(np.prod(shape)) // PARALLEL_VOXELS))
 
 
 def _set_fixed(fixed: tuple) -> None:

@@ -80,6 +80,7 @@ def test_ci_run_writes_the_run_layout(ci_run):
         assert list((ci_run / "data" / task / "samples").glob("*.json"))
     provenance = json.loads((ci_run / "provenance.json").read_text())
     assert "data/sex/train.jsonl" in provenance["hashes"]
+    assert isinstance(provenance["threads"], int) and provenance["threads"] >= 1  # results depend on it
     assert list((ci_run / "figures").glob("*.svg"))
     marked = json.loads((ci_run / "figures" / "main.json").read_text())  # save_figure(..., main=True)
     assert sorted(marked) == [nb.number for nb in ran if "save_figure(" in nb.path.read_text()]
