@@ -48,7 +48,7 @@ system-packages:
 
 test: $(VENV)/.installed system-packages
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder tests -p no:cacheprovider
 
 # JupyterLab from .venv on localhost, with a token; the URL it prints opens it.
 lab: $(VENV)/.installed

@@ -36,13 +36,45 @@ session: str = ""  # the session to use when session_col is set
 group_col: str = "family_id"  # subjects sharing a value share a split, e.g. families (empty: none)
 strict: bool = False  # True turns row-level exclusions (missing target, missing image) into errors
 check_images: str = "exists"  # image check per subject: exists | readable | none
-n_subjects: int = 40  # synthetic cohort size
-volume_size: int = 32  # synthetic volume edge in voxels
-split_fractions: list = [0.6, 0.2, 0.2]  # train / val / test share of subjects
-reference_fraction: float = 0.5  # share of each split's subjects in its reference pool
+n_subjects: int = 300  # synthetic cohort size
+volume_size: int = 64  # synthetic volume edge in voxels
+split_fractions: list = [0.7, 0.15, 0.15]  # train / val / test share of subjects
+reference_fraction: float = 0.3  # share of each split's subjects in its reference pool
 n_bins: int = 4  # quantile bins that stratify a numerical target
 n_examples: int = 10  # pretty-printed examples per task in data/<task>/samples/
-tasks: list = [{"name": "sex", "task_type": "categorical", "target_col": "sex", "labels": {"male": ["M"], "female": ["F"]}, "num_pairs": 2}, {"name": "bmi", "task_type": "numerical", "target_col": "BMI_z", "num_pairs": 2, "precision": 2}]
+tasks: list = [
+    {
+        "name": "sex",
+        "task_type": "categorical",
+        "target_col": "sex",
+        "labels": {"male": ["M", "male"], "female": ["F", "female"]},
+        "num_pairs": 4,
+        "n_references": 1,
+        "modality": "sMRI",
+        "prompts": {
+            "reference": "Here is a {modality_name} brain scan of a {label} participant (reference).",
+            "reference_ack": "Understood.",
+            "query": "Compare this scan with the reference. What is the sex of this participant?",
+            "answer": "Based on the comparison, the participant is {label}."
+        }
+    },
+    {
+        "name": "bmi",
+        "task_type": "numerical",
+        "target_col": "BMI_z",
+        "num_pairs": 4,
+        "n_references": 1,
+        "precision": 2,
+        "valid_range": [-6.0, 6.0],
+        "modality": "sMRI",
+        "prompts": {
+            "reference": "Here is a {modality_name} brain scan of a participant with a BMI z-score of {value} (reference).",
+            "reference_ack": "Understood.",
+            "query": "Compare this scan with the reference. What is the BMI z-score of this participant?",
+            "answer": "Based on the comparison, the BMI z-score of this participant is {value}."
+        }
+    }
+]
 
 # %%
 from pathlib import Path
@@ -52,12 +84,13 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import HTML, display
 
-from brainvlm.app.report import conversation_html, resolve_run_dir, save_figure, write_metrics
+from brainvlm.app.report import conversation_html, save_figure, write_metrics
+from brainvlm.app.run_folder import close_notebook, open_notebook
 from brainvlm.core.seeding import set_seed
 from brainvlm.data import cohort, dataset, splits, synthetic_brain
 
 set_seed(seed, with_torch=False)  # no model here
-run_dir = resolve_run_dir(run_dir)
+run_dir = open_notebook(run_dir, "01_generate_data", globals())  # checks the folder fits
 data_dir = run_dir / "data"
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -163,3 +196,9 @@ for d in prepared:
     assert splits.audit_splits(d.assignment)["passed"].all(), f"{d.spec.name}: leakage audit failed"
 assert audit["passed"].all(), "leakage audit failed across tasks"
 metrics
+
+# %% [markdown]
+# The run folder records this notebook (by hand: its `index.html`, `status.json` and `provenance.json`).
+
+# %%
+close_notebook(run_dir, "01_generate_data", globals())

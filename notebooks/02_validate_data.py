@@ -32,14 +32,15 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from brainvlm.app.report import resolve_run_dir, save_figure, write_metrics
+from brainvlm.app.report import save_figure, write_metrics
+from brainvlm.app.run_folder import close_notebook, open_notebook
 from brainvlm.core.jsonio import read_jsonl
 from brainvlm.core.paths import PROJECT_ROOT
 from brainvlm.core.seeding import set_seed
 from brainvlm.data import dataset, splits, validate, views, volumes
 
 set_seed(0, with_torch=False)  # no model here
-run_dir = resolve_run_dir(run_dir)
+run_dir = open_notebook(run_dir, "02_validate_data", globals())  # checks the folder fits
 manifest = dataset.read_manifest(run_dir)
 image_root = manifest["image_root"]
 sns.set_theme(style="whitegrid", context="notebook")
@@ -129,3 +130,9 @@ metrics = write_metrics(run_dir, "02_validate_data", metrics, study="brain")
 assert len(issues) == 0, f"{len(issues)} validation problems, first: {issues.iloc[0].to_dict()}"
 assert audit["passed"].all(), "leakage audit failed"
 print(json.dumps(metrics, indent=1))
+
+# %% [markdown]
+# The run folder records this notebook (by hand: its `index.html`, `status.json` and `provenance.json`).
+
+# %%
+close_notebook(run_dir, "02_validate_data", globals())

@@ -39,7 +39,8 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import HTML, display
 
-from brainvlm.app.report import highlight_image_tokens, resolve_run_dir, write_metrics
+from brainvlm.app.report import highlight_image_tokens, write_metrics
+from brainvlm.app.run_folder import close_notebook, open_notebook
 from brainvlm.core.jsonio import read_jsonl
 from brainvlm.core.seeding import set_seed
 from brainvlm.data import dataset, views
@@ -48,7 +49,7 @@ from brainvlm.model.loader import load, model_family
 from brainvlm.studies import brain
 
 set_seed(seed)
-run_dir = resolve_run_dir(run_dir)
+run_dir = open_notebook(run_dir, "03_load_model", globals())  # checks the folder fits
 manifest = dataset.read_manifest(run_dir)
 checkpoint = brain.base_model(model, seed, run_dir, manifest)
 vlm, processor = load(checkpoint, dtype=dtype, load_in_4bit=load_in_4bit)
@@ -112,3 +113,9 @@ metrics = {"model_parameters": report["total"], "chat_family": family,
 metrics = write_metrics(run_dir, "03_load_model", metrics, study="brain")
 assert (checked["image_tokens"] == checked["image_features"]).all()
 metrics
+
+# %% [markdown]
+# The run folder records this notebook (by hand: its `index.html`, `status.json` and `provenance.json`).
+
+# %%
+close_notebook(run_dir, "03_load_model", globals())

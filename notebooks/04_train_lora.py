@@ -38,7 +38,7 @@ brain_train_projector: bool = True  # train the multimodal projector fully
 brain_batch_size: int = 8  # per process; global batch is batch x accumulation x processes
 brain_grad_accum: int = 1  # gradient accumulation steps
 brain_lr: float = 2.0e-3  # peak learning rate
-brain_epochs: float = 2.0  # passes over the training samples
+brain_epochs: float = 6.0  # passes over the training samples
 brain_max_steps: int = 0  # optimizer steps (0: from epochs)
 brain_warmup_ratio: float = 0.05  # share of steps with linear warmup
 brain_schedule: str = "cosine"  # cosine | linear | constant
@@ -46,19 +46,28 @@ brain_precision: str = "fp32"  # fp32 | bf16 | fp16 mixed precision
 brain_gradient_checkpointing: bool = False  # trade compute for memory
 brain_group_by_length: bool = False  # batches of similar token length (groups labels when answer lengths differ)
 brain_sharding: str = "data_parallel"  # several processes: data_parallel | fsdp | deepspeed
-brain_eval_every: int = 20  # steps between validation losses
-brain_save_every: int = 20  # steps between resumable checkpoints
-brain_val_samples: int = 32  # validation samples in the validation loss
+brain_eval_every: int = 40  # steps between validation losses
+brain_save_every: int = 40  # steps between resumable checkpoints
+brain_val_samples: int = 64  # validation samples in the validation loss
 brain_view: str = "axial"  # 2D view of a volume: axial | orthogonal | montage | ...
 brain_view_size: int = 32  # view edge in pixels
 brain_max_length: int = 0  # longest sequence in tokens (0: no limit); longer samples are an error or dropped
 brain_on_truncation: str = "error"  # error | drop
-brain_task_overrides: dict = {"bmi": {"lora_vision": "full", "epochs": 4.0}}  # per-task settings
+brain_task_overrides: dict = {"bmi": {"lora_vision": "full", "epochs": 12.0}}  # per-task settings
 brain_categorical_task: str = "sex"  # task trained and checked with the image controls
 brain_numerical_task: str = "bmi"  # numerical task (empty: none)
 brain_generate_batch_size: int = 16  # prompts per generation batch
 brain_max_new_tokens: int = 24  # longest generated answer
-expect: dict = {}  # metric name -> comparison rule, checked at the end (see params/default.yaml)
+expect: dict = {  # metric -> rule, checked at the end; real-data params files set expect: {}
+    "brain.n_test": ">= 100",
+    "brain.test_accuracy": ">= 0.90",
+    "brain.blank_image_accuracy": "<= 0.65",
+    "brain.mean_image_accuracy": "<= 0.65",
+    "brain.shuffled_images_accuracy": "<= 0.65",
+    "brain.query_as_reference_agreement": ">= 0.90",
+    "brain.test_minus_shuffled_images_accuracy_lo": ">= 0.20",  # paired bootstrap, 95% interval over query subjects
+    "brain.bmi_mae_ratio": "<= 0.75",
+}
 
 # %%
 import matplotlib.pyplot as plt
@@ -68,13 +77,13 @@ import seaborn as sns
 from IPython.display import display
 
 from brainvlm.app.report import (
-    check_expectations,
     comparison_metrics,
     plot_training_log,
-    resolve_run_dir,
     save_figure,
+    show_expectations,
     write_metrics,
 )
+from brainvlm.app.run_folder import close_notebook, open_notebook
 from brainvlm.core.jsonio import read_jsonl
 from brainvlm.core.seeding import set_seed
 from brainvlm.data import dataset
@@ -82,7 +91,7 @@ from brainvlm.eval import bootstrap, scoring
 from brainvlm.studies import brain, controls
 
 set_seed(seed)
-run_dir = resolve_run_dir(run_dir)
+run_dir = open_notebook(run_dir, "04_train_lora", globals())  # checks the folder fits
 manifest = dataset.read_manifest(run_dir)
 image_root = manifest["image_root"]
 params = brain.collect_settings(globals())
@@ -216,5 +225,11 @@ metrics = {"test_accuracy": scored["test"]["agrees"].mean(),
            "query_as_reference_agreement": scored["query image = reference image"]["agrees"].mean(),
            "majority_rate": float(majority), "n_test": len(split["test"]), **numeric, **differences}
 metrics = write_metrics(run_dir, "04_train_lora", metrics, study="brain")
-display(pd.DataFrame(check_expectations(metrics, expect)))
+display(show_expectations(metrics, expect))
 metrics
+
+# %% [markdown]
+# The run folder records this notebook (by hand: its `index.html`, `status.json` and `provenance.json`).
+
+# %%
+close_notebook(run_dir, "04_train_lora", globals())

@@ -45,12 +45,12 @@ import seaborn as sns
 from IPython.display import HTML, display
 
 from brainvlm.app.report import (
-    check_expectations,
     conversation_html,
-    resolve_run_dir,
     save_figure,
+    show_expectations,
     write_metrics,
 )
+from brainvlm.app.run_folder import close_notebook, open_notebook
 from brainvlm.core.jsonio import read_jsonl
 from brainvlm.core.seeding import set_seed
 from brainvlm.data import dataset
@@ -58,7 +58,7 @@ from brainvlm.eval import figures, generate, results, scoring
 from brainvlm.studies import brain
 
 set_seed(seed)
-run_dir = resolve_run_dir(run_dir)
+run_dir = open_notebook(run_dir, "07_evaluate", globals())  # checks the folder fits
 manifest = dataset.read_manifest(run_dir)
 sns.set_theme(style="whitegrid", context="notebook")
 generation = generate.GenerationConfig(batch_size=brain_generate_batch_size, max_new_tokens=brain_max_new_tokens,
@@ -140,9 +140,15 @@ for ev in evaluations:
 # %%
 metrics = results.headline_metrics(evaluations)
 metrics = write_metrics(run_dir, "07_evaluate", metrics, study="brain")
-checked = check_expectations(metrics, expect)
+checked = show_expectations(metrics, expect)
 for task, table in predictions.items():
     unanswered = int(table["prediction"].isna().sum())
     assert unanswered == 0, f"{task}: {unanswered} test samples have no prediction (dropped for length?)"
 print(json.dumps(metrics, indent=1))
-pd.DataFrame(checked)
+checked
+
+# %% [markdown]
+# The run folder records this notebook (by hand: its `index.html`, `status.json` and `provenance.json`).
+
+# %%
+close_notebook(run_dir, "07_evaluate", globals())

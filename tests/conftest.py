@@ -54,36 +54,53 @@ def project_root() -> Path:
     return PROJECT_ROOT
 
 
-def assert_run_layout(folder: Path, notebook: str) -> None:
-    """A runner's outputs for one notebook: the executed notebook, both HTML renderings, its metrics, its main
-    figure marked and shown on the run's index page."""
-    for suffix in (".ipynb", ".html", ".report.html"):
-        assert (folder / f"{notebook}{suffix}").is_file(), f"{notebook}{suffix}"
-    assert (folder / "metrics" / f"{notebook}.json").is_file()
-    marked = json.loads((folder / "figures" / "main.json").read_text())
-    figure = marked[notebook[:2]]
-    assert (folder / "figures" / f"{figure}.png").is_file()
-    assert f'src="figures/{figure}.png"' in (folder / "index.html").read_text()
-
-
 def run_default(tmp_path_factory, only: str) -> tuple[Path, float]:
-    """Run the notebooks ``only`` on params/default.yaml as ``make run`` does; the run folder and its seconds."""
-    from brainvlm.app.runner import run
+    """Run the notebooks ``only`` (``"01,04"``) as stored, as JupyterLab's Run All does: the committed notebook,
+    nothing injected, its kernel (the one the notebook names) started in ``notebooks/``. Their interactive run
+    folder goes under a temporary reports root (``BRAINVLM_REPORTS_DIR``), never a person's ``reports/``.
+    Returns the run folder and the seconds it took."""
+    import papermill
+
+    from brainvlm.app.params import find_notebook
+    from brainvlm.core.paths import NOTEBOOKS_DIR
 
     reports = tmp_path_factory.mktemp("reports")
+    executed = tmp_path_factory.mktemp("executed")
     start = time.perf_counter()
-    run(PARAMS_DIR / "default.yaml", run_name="default", reports_dir=reports, only=only)
-    return reports / "default", time.perf_counter() - start
+    with environment(BRAINVLM_REPORTS_DIR=str(reports)):
+        for number in only.split(","):
+            nb = find_notebook(number)
+            papermill.execute_notebook(str(nb.path.with_suffix(".ipynb")), str(executed / f"{nb.name}.ipynb"),
+                                       cwd=str(NOTEBOOKS_DIR), progress_bar=False)
+    return reports / "interactive", time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Environment variables for the processes started in the block (restored afterwards)."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def meets_default_expectations(folder: Path, notebook: str, prefix: str) -> dict:
-    """A notebook's metrics, checked against every ``prefix`` expectation of params/default.yaml (raising with
-    the measured numbers); the notebook must measure each of them."""
-    from brainvlm.app.params import read_params
+    """A notebook's metrics, checked against every ``prefix`` expectation of the embedded default (the
+    notebook's parameters cell), raising with the measured numbers; the notebook must measure each of them."""
+    from brainvlm.app.params import declared_parameters
     from brainvlm.app.report import check_expectations
+    from brainvlm.core.paths import NOTEBOOKS_DIR
 
     metrics = json.loads((folder / "metrics" / f"{notebook}.json").read_text())
-    expect = {k: v for k, v in read_params(PARAMS_DIR / "default.yaml")["expect"].items() if k.startswith(prefix)}
+    declared = declared_parameters(NOTEBOOKS_DIR / f"{notebook}.py")["expect"]
+    expect = {k: v for k, v in declared.items() if k.startswith(prefix)}
+    assert expect, f"{notebook} declares no {prefix} expectation"
     rows = check_expectations(metrics, expect)
     assert {r["metric"] for r in rows} == set(expect), f"{notebook} does not measure every {prefix} expectation"
     return metrics

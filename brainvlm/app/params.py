@@ -243,6 +243,17 @@ def complete_params(notebook: Notebook, params: dict[str, Any]) -> dict[str, Any
     return {key: params.get(key, default) for key, default in declared.items() if key not in RESERVED_KEYS}
 
 
+def effective_expectations(params: dict[str, Any], notebooks: list[Notebook]) -> dict[str, Any]:
+    """The expectations a run checks: each notebook's ``expect`` as it runs (its cell's default, or the params
+    file's ``expect`` where the file sets one), merged over the notebooks."""
+    merged: dict[str, Any] = {}
+    for nb in notebooks:
+        declared = declared_parameters(nb.path)
+        if "expect" in declared:
+            merged.update(params.get("expect", declared["expect"]) or {})
+    return merged
+
+
 def find_notebook(number: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> Notebook:
     """The notebook numbered ``number`` (``"04"``)."""
     return select_notebooks(discover_notebooks(notebooks_dir), number)[0]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from brainvlm.core.jsonio import read_json, write_json
-from brainvlm.core.paths import REPORTS_DIR
+from brainvlm.core.paths import PROJECT_ROOT, REPORTS_DIR
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,9 +26,35 @@ class ExpectationError(AssertionError):
     """A measured metric that does not meet what the params file expects."""
 
 
+def checkout_root(start: Path | None = None) -> Path:
+    """The checkout a notebook belongs to: the nearest folder at or above ``start`` (the working directory;
+    JupyterLab starts a kernel in the notebook's folder) holding this project's ``pyproject.toml`` and
+    ``notebooks/``; else the checkout the package is imported from."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        manifest = folder / "pyproject.toml"
+        if (folder / "notebooks").is_dir() and manifest.is_file() and 'name = "brainvlm"' in manifest.read_text():
+            return folder
+    return PROJECT_ROOT
+
+
+def reports_root(root: Path) -> Path:
+    """Where runs go in a checkout: ``reports/``, or ``BRAINVLM_REPORTS_DIR`` (relative to the checkout)."""
+    if root == PROJECT_ROOT:
+        return REPORTS_DIR
+    return root / os.environ.get("BRAINVLM_REPORTS_DIR", "reports")
+
+
 def resolve_run_dir(run_dir: str | Path | None) -> Path:
-    """The run folder a notebook writes into: the runner's, or ``reports/interactive`` when run by hand."""
-    path = Path(run_dir) if run_dir else REPORTS_DIR / INTERACTIVE_RUN
+    """The run folder a notebook writes into: the runner's, or ``reports/interactive`` when run by hand.
+
+    A relative ``run_dir`` is taken from the project root (the checkout the notebook belongs to), never from the
+    notebook's folder: ``run_dir = "reports/default"`` opens the run ``make run`` wrote.
+    """
+    root = checkout_root()
+    path = Path(run_dir) if run_dir else reports_root(root) / INTERACTIVE_RUN
+    if not path.is_absolute():
+        path = root / path
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -137,6 +164,25 @@ def check_expectations(metrics: dict[str, Any], expect: dict[str, str]) -> list[
     if failed:
         raise ExpectationError("expectations not met: " + "; ".join(failed))
     return rows
+
+
+def show_expectations(metrics: dict[str, Any], expect: dict[str, str]) -> pd.DataFrame:
+    """The expectations of a notebook as a table (metric, measured, expected, held), without raising on one that
+    is not met: an unmet expectation is a result. The runner and ``index.html`` mark it, and a run with one
+    exits non-zero at its end. A rule that is not a comparison still raises (the params file is wrong).
+    """
+    import pandas as pd
+
+    rows = expectation_rows(metrics, expect)
+    unclear = next((r for r in rows if r["passed"] is None), None)
+    if unclear:
+        raise ExpectationError(f"expect['{unclear['metric']}'] = {unclear['expected']!r}: write a comparison "
+                               f"such as '>= 0.90'")
+    table = pd.DataFrame(rows, columns=["metric", "measured", "expected", "passed"])
+    table["held"] = table.pop("passed").map({True: "✓ held", False: "✗ not met"})
+    held = int((table["held"] == "✓ held").sum())
+    table.index = pd.Index(range(1, len(table) + 1), name=f"{held} of {len(table)} expectations held")
+    return table
 
 
 def image_tag(array, height: int = 96) -> str:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +22,23 @@ from brainvlm.app.notebook_result import NotebookResult
 from brainvlm.app.params import (
     Notebook,
     check_params,
+    complete_params,
     discover_notebooks,
+    effective_expectations,
     notebook_parameters,
     read_params,
     run_notebooks,
 )
+from brainvlm.app.provenance import read_metrics, write_provenance
+from brainvlm.app.report import expectation_rows
+from brainvlm.app.run_folder import RUNNER_VARIABLE, check_fits, recorded_params
 from brainvlm.app.run_status import mark_ended, mark_started
 from brainvlm.app.warning_filter import without_dependency_warnings
-from brainvlm.core.jsonio import read_json, write_json
-from brainvlm.core.paths import NOTEBOOKS_DIR, PROJECT_ROOT, REPORTS_DIR
+from brainvlm.core.jsonio import read_json
+from brainvlm.core.paths import NOTEBOOKS_DIR, REPORTS_DIR
 from brainvlm.core.threads import choose_threads, thread_environment
 
 KERNEL = "python3"
-PACKAGES = ("brainvlm", "torch", "transformers", "peft", "accelerate", "tokenizers", "nibabel", "nilearn",
-            "numpy", "pandas", "seaborn", "papermill", "jupytext", "pycocoevalcap")
 
 
 class NotebookFailed(RuntimeError):
@@ -75,12 +75,6 @@ def execute_notebook(nb: Notebook, run_dir: Path, parameters: dict[str, Any],
     return result
 
 
-def read_metrics(run_dir: Path, name: str) -> dict[str, Any]:
-    """A notebook's headline metrics, or an empty dict when it wrote none."""
-    path = run_dir / "metrics" / f"{name}.json"
-    return read_json(path) if path.is_file() else {}
-
-
 def render_html(run_dir: Path, name: str) -> list[Path]:
     """Render ``<name>.html`` (with code) and ``<name>.report.html`` (no input, for papers).
 
@@ -97,62 +91,6 @@ def render_html(run_dir: Path, name: str) -> list[Path]:
         path.write_text(body, encoding="utf-8")
         paths.append(path)
     return paths
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def git_commit() -> dict[str, Any]:
-    """The repository's commit and whether the tree had uncommitted changes."""
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
-        return out.stdout.strip() if out.returncode == 0 else ""
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages a run depends on."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def input_hashes(params: dict[str, Any], run_dir: Path) -> dict[str, str]:
-    """Hashes of input tables named in params and of every JSONL written under the run."""
-    hashes = {}
-    for key, value in sorted(params.items()):
-        if isinstance(value, str) and value and Path(value).is_file():
-            hashes[f"params.{key}"] = sha256_file(Path(value))
-    for path in sorted(run_dir.rglob("*.jsonl")):
-        hashes[path.relative_to(run_dir).as_posix()] = sha256_file(path)
-    return hashes
-
-
-def write_provenance(run_dir: Path, params: dict[str, Any], params_path: Path,
-                     results: list[NotebookResult], threads: int | None = None) -> Path:
-    """Write ``provenance.json``: code version, packages, torch threads, params, input and output hashes.
-
-    Results are byte-identical for the same params, seed and thread count; ``threads`` records the last.
-    """
-    return write_json({
-        "git": git_commit(),
-        "packages": package_versions(),
-        "threads": threads,
-        "params_file": str(params_path),
-        "params": params,
-        "notebooks": [{"name": r.name, "status": r.status, "seconds": round(r.seconds, 2)} for r in results],
-        "hashes": input_hashes(params, run_dir),
-    }, run_dir / "provenance.json")
 
 
 def earlier_results(run_dir: Path, every: list[Notebook], results: list[NotebookResult]) -> list[NotebookResult]:
@@ -200,8 +138,11 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
     console = console or Console()
     console.run_started(run_dir, [nb.name for nb in notebooks])
     mark_started(run_dir, [nb.name for nb in notebooks])  # status.json: running, done or failed
+    planned = {nb.name: complete_params(nb, params) for nb in notebooks}
+    for nb in notebooks:  # a folder holds one experiment: refuse before anything is written
+        check_fits(run_dir, planned[nb.name], f"{nb.name} with {params_path}")
     chosen = choose_threads(threads)
-    with kernel_environment(thread_environment(chosen)):
+    with kernel_environment({**thread_environment(chosen), RUNNER_VARIABLE: "1"}):
         for i, nb in enumerate(notebooks):
             console.notebook_started(i + 1, len(notebooks), nb.name)
             parameters = notebook_parameters(params, nb, run_dir.resolve())
@@ -211,8 +152,11 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
             if results[i].status != "ok":
                 break
     results = earlier_results(run_dir, every, results)
-    index = write_index(run_dir, results, params_path, params.get("expect") or {})
-    write_provenance(run_dir, params, params_path, results, chosen)
+    expect = effective_expectations(params, every)
+    index = write_index(run_dir, results, params_path, expect)
+    ran = {r.name for r in results if r.status == "ok"}
+    recorded = {**recorded_params(run_dir), **{name: values for name, values in planned.items() if name in ran}}
+    write_provenance(run_dir, params, params_path, results, chosen, notebook_params=recorded)
     console.run_ended(results, index)
     failed = [r for r in results if r.status == "failed"]
     if failed:
@@ -220,12 +164,53 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
         raise NotebookFailed(failed[0].error + f" (partial output: {run_dir / (failed[0].name + '.ipynb')})")
     if only is None:
         try:
-            check_all_measured(params.get("expect") or {}, results)
+            check_all_measured(expect, results)
         except NotebookFailed as exc:
             mark_ended(run_dir, None, str(exc))
             raise
+    unmet = unmet_expectations([r for r in results if r.name in {nb.name for nb in notebooks}], expect)
+    if unmet:  # a result, not a crash: every notebook ran and is reported; the run still ends non-zero
+        message = f"expectations not met: {'; '.join(unmet)} (marked in {index})"
+        mark_ended(run_dir, None, message)
+        raise NotebookFailed(message)
     mark_ended(run_dir)
     return results
+
+
+def unmet_expectations(results: list[NotebookResult], expect: dict[str, Any]) -> list[str]:
+    """``notebook: metric = measured (expected rule)`` for every expectation a notebook measured and missed."""
+    return [f"{r.name}: {row['metric']} = {row['measured']} (expected {row['expected']})"
+            for r in results for row in expectation_rows(r.metrics, expect) if row["passed"] is False]
+
+
+def prepare(params_path: Path, run_name: str | None = None, only: str | None = None,
+            reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS_DIR,
+            overrides: dict[str, Any] | None = None) -> list[Path]:
+    """Write each notebook of the run with the params file's values injected (papermill's prepare-only: a
+    cell tagged ``injected-parameters`` after the parameters cell), unexecuted, into the run folder: ready to
+    open in JupyterLab and run cell by cell. Nothing runs; the folder is checked to fit as ``run`` checks it.
+
+    Returns:
+        The written notebooks, in run order.
+    """
+    params_path = Path(params_path)
+    params = {**read_params(params_path), **(overrides or {})}
+    every, notebooks = run_notebooks(params, discover_notebooks(notebooks_dir), only, source=str(params_path))
+    check_params(params, every, source=str(params_path))
+    run_dir = Path(reports_dir) / (run_name or params_path.stem)
+    for nb in notebooks:
+        check_fits(run_dir, complete_params(nb, params), f"{nb.name} with {params_path}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for nb in notebooks:
+            source = Path(tmp) / f"{nb.name}.ipynb"
+            nbformat.write(jupytext.read(nb.path), source)
+            output = run_dir / f"{nb.name}.ipynb"
+            papermill.execute_notebook(str(source), str(output), parameters=notebook_parameters(
+                params, nb, run_dir.resolve()), prepare_only=True, progress_bar=False)
+            written.append(output)
+    return written
 
 
 @contextlib.contextmanager
