@@ -9,11 +9,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from brainvlm.app import warning_paths
 from brainvlm.core.jsonio import read_json, write_json
 from brainvlm.core.paths import PROJECT_ROOT, REPORTS_DIR
 
 if TYPE_CHECKING:
     import pandas as pd
+
+warning_paths.install()  # every notebook imports this module: its warnings name packages, not machine paths
 
 INTERACTIVE_RUN = "interactive"  # where a notebook opened by hand (no runner) writes
 COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}

@@ -9,7 +9,7 @@ import pytest
 from brainvlm.app.lab_setup import KERNEL_NAME
 from brainvlm.app.params import declared_parameters, discover_notebooks, read_params, run_notebooks
 from brainvlm.app.runner import run
-from brainvlm.core.paths import PARAMS_DIR
+from brainvlm.core.paths import PARAMS_DIR, PROJECT_ROOT
 
 NOTEBOOKS = discover_notebooks()
 
@@ -102,3 +102,32 @@ def test_other_seed_gives_other_data(ci_run, tmp_path):
     run(PARAMS_DIR / "ci.yaml", run_name="seed1", reports_dir=tmp_path, only="01", overrides={"seed": 1})
     rel = "sex/train.jsonl"
     assert (tmp_path / "seed1" / "data" / rel).read_bytes() != (ci_run / "data" / rel).read_bytes()
+
+
+def test_notebook_outputs_name_no_machine_path_and_no_silenced_deprecation(ci_run):
+    import sys
+
+    machine = [p for p in {sys.prefix, str(PROJECT_ROOT / ".venv")} if p]
+    for nb in NOTEBOOKS:
+        stored = json.loads((ci_run / f"{nb.name}.ipynb").read_text())
+        for index, cell in enumerate(stored["cells"]):
+            for output in cell.get("outputs", []):
+                if output.get("name") != "stderr":
+                    continue
+                text = "".join(output["text"])
+                assert not any(path in text for path in machine), f"{nb.name} cell {index}: {text[:300]}"
+                assert "is_gradient_checkpointing" not in text and "Setting accelerator to CPU" not in text, (
+                    f"{nb.name} cell {index}: {text[:300]}")
+
+
+def test_warnings_name_the_package_file_not_the_machine_path():
+    import warnings
+
+    import peft.tuners.tuners_utils as module
+
+    from brainvlm.app import warning_paths
+
+    shown = warning_paths.format_warning("demo", UserWarning, module.__file__, 12)
+    assert shown == "peft/tuners/tuners_utils.py:12: UserWarning: demo\n"
+    warning_paths.install()
+    assert warnings.formatwarning is warning_paths.format_warning
