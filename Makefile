@@ -46,7 +46,12 @@ seeds: $(VENV)/.installed
 system-packages:
 	bash tools/system_packages.sh
 
-test: $(VENV)/.installed system-packages
+# The browser driver of tests/browser (playwright-core, locked; it drives Debian's chromium, no download).
+tests/browser/node_modules/.installed: tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: $(VENV)/.installed system-packages tests/browser/node_modules/.installed
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder tests -p no:cacheprovider
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def train_seconds(run_dir: Path, steps: int, way: str, busy: int) -> tuple[float
     """Wall time of ``steps`` training steps with ``busy`` busy processes beside it; and torch's threads."""
     hogs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(busy)]
     try:
-        (run_dir / "models" / "bench").exists() and subprocess.run(["rm", "-rf", str(run_dir / "models" / "bench")])
+        shutil.rmtree(run_dir / "models" / "bench", ignore_errors=True)
         done = subprocess.run([sys.executable, "-c", TRAIN, str(run_dir), str(steps)], env=environment(way),
                               capture_output=True, text=True, check=False)
     finally:

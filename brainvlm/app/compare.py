@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from brainvlm.app.run_status import read_status
 from brainvlm.core.jsonio import dumps, read_json
 
 INTERVALS = (("_lo", "_hi"), ("_ci_low", "_ci_high"))  # comparison_metrics; evaluated tasks
@@ -48,7 +49,32 @@ def read_run(run_dir: Path) -> dict[str, Any]:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 metrics[key] = float(value)
     return {"name": run_dir.name, "dir": run_dir, "params": read_json(provenance).get("params", {}),
-            "metrics": metrics}
+            "metrics": metrics, "status": read_status(run_dir) or {}}
+
+
+def read_runs(folders: list[Path]) -> list[dict[str, Any]]:
+    """Every run of ``folders`` (a sweep folder stands for its runs), read with :func:`read_run`."""
+    return [read_run(d) for d in expand_folders(folders)]
+
+
+def run_notes(runs: list[dict[str, Any]]) -> list[str]:
+    """What a reader of the comparison must be told: runs that failed or did not finish, runs without
+    metrics, and runs that share no metric (the table then compares nothing side by side)."""
+    notes = []
+    for run in runs:
+        status = run.get("status", {})
+        if status.get("state") == "failed":
+            notes.append(f"run {run['name']} failed (notebook {status.get('notebook')}, cell {status.get('cell')}): "
+                         "only the notebooks that finished before it have metrics")
+        elif status.get("state") == "running":
+            notes.append(f"run {run['name']} has not finished (its status is running): its metrics may be partial")
+        if not run["metrics"]:
+            notes.append(f"run {run['name']} has no metrics ({run['dir'] / 'metrics'} holds no numbers)")
+    measured = [run for run in runs if run["metrics"]]
+    if len(measured) > 1 and not set.intersection(*(set(point_metrics(r["metrics"])) for r in measured)):
+        listed = "; ".join(f"{r['name']}: {', '.join(sorted(point_metrics(r['metrics']))[:3])}" for r in measured)
+        notes.append(f"the runs share no metric, so no metric is compared across runs ({listed})")
+    return notes
 
 
 def expand_folders(folders: list[Path]) -> list[Path]:
@@ -156,7 +182,7 @@ def compare_runs(run_dirs: list[Path], out: Path, group_by: str | None = None) -
     Raises:
         CompareError: a folder that is not a run folder, or a ``group_by`` that is not a key that varies.
     """
-    runs = [read_run(d) for d in expand_folders(run_dirs)]
+    runs = read_runs(run_dirs)
     if not runs:
         raise CompareError("no run folders to compare")
     keys = varying_keys(runs)
@@ -174,15 +200,17 @@ def compare_runs(run_dirs: list[Path], out: Path, group_by: str | None = None) -
 
 def write_page(table: pd.DataFrame, runs: list[dict[str, Any]], keys: list[str], figures: dict[str, Path],
                out: Path) -> Path:
-    """``index.html``: per metric a table of groups (each seed's value and interval, mean ± sd, min–max)."""
+    """``index.html``: the notes (``run_notes``), then per metric a table of groups (each seed's value and
+    interval, mean ± sd, min–max)."""
     sections = []
     for metric, part in table.groupby("metric", sort=True):
         image = f"<img src='{figures[metric].relative_to(out).as_posix()}' alt='{html.escape(metric)}'>"
         sections.append(f"<section><h2>{html.escape(metric)}</h2>{metric_table(part)}{image}</section>")
     listed = "".join(f"<li>{html.escape(r['name'])} <span class='dir'>{html.escape(str(r['dir']))}"
                      "</span></li>" for r in runs)
+    notes = "".join(f"<p class='note'>Note: {html.escape(note)}</p>" for note in run_notes(runs))
     page = PAGE.format(n=len(runs), keys=html.escape(", ".join(keys) or "none (seeds only)"), runs=listed,
-                       sections="\n".join(sections))
+                       sections=notes + "\n".join(sections))
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
@@ -217,6 +245,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; }}
 table {{ border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }}
 td, th {{ border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }}
 .dir {{ color: #777; font-size: 0.85em; }}
+.note {{ color: #a33; }}
 img {{ max-width: 640px; }}
 </style></head><body>
 <h1>Comparison of {n} runs</h1>

@@ -3,7 +3,8 @@
 * a kernel named ``brainvlm`` ("brainvlm (.venv)") installed into the environment itself, so any ``.venv``
   built by ``make`` resolves the name the committed notebooks carry, with that environment's Python;
 * the paired ``.py`` notebooks open as notebooks (Jupytext Notebook as the default viewer of Python files);
-* the notebook metadata jupytext writes keeps no volatile keys (``jupytext.toml`` in the project).
+* the notebook metadata jupytext writes keeps no volatile keys (``jupytext.toml`` in the project);
+* after each save, an unchanged notebook leaves ``git status`` clean (``app.lab_hooks``).
 
 Usage: ``python -m brainvlm.app.lab_setup --venv .venv``.
 """
@@ -20,6 +21,7 @@ KERNEL_DISPLAY_NAME = "brainvlm (.venv)"
 # OpenMP threads sleep while they wait, and the tokenizers start no pool: a kernel shares the machine well.
 KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
 
+POST_SAVE_HOOK = "brainvlm.app.lab_hooks.refresh_git_entry"  # keeps git status clean after a save (see there)
 # JupyterLab's documented place for settings defaults of an environment: <prefix>/share/jupyter/lab/settings.
 LAB_OVERRIDES = {
     "@jupyterlab/docmanager-extension:plugin": {
@@ -54,6 +56,16 @@ def write_lab_overrides(prefix: Path) -> Path:
     return path
 
 
+def write_server_config(prefix: Path) -> Path:
+    """The Jupyter server of this environment runs ``app.lab_hooks.refresh_git_entry`` after every save."""
+    path = prefix / "etc" / "jupyter" / "jupyter_server_config.json"  # (a .d folder holds extension switches only)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    config.setdefault("ContentsManager", {})["post_save_hook"] = POST_SAVE_HOOK
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m brainvlm.app.lab_setup", description=__doc__.split("\n")[0])
     parser.add_argument("--venv", type=Path, default=Path(sys.prefix), help="the environment (default: this one)")
@@ -61,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     prefix = args.venv.resolve()
     kernel = install_kernel(prefix)
     overrides = write_lab_overrides(prefix)
+    write_server_config(prefix)
     print(f"kernel {KERNEL_NAME!r} ({KERNEL_DISPLAY_NAME}) in {kernel}; JupyterLab settings in {overrides}")
     return 0
 

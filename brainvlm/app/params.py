@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import jupytext
-import yaml
 
+from brainvlm.app import yaml_strict
 from brainvlm.core.paths import NOTEBOOKS_DIR
 
 RESERVED_KEYS = ("run_dir",)  # injected by the runner, never read from a params file
@@ -48,7 +48,7 @@ def discover_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Notebook]:
     return found
 
 
-def select_notebooks(notebooks: list[Notebook], only: str | None) -> list[Notebook]:
+def select_notebooks(notebooks: list[Notebook], only: str | None, what: str = "--only") -> list[Notebook]:
     """Keep the notebooks named in ``only`` (``"01,02"``; numbers or names); all when empty."""
     if not only:
         return notebooks
@@ -57,7 +57,7 @@ def select_notebooks(notebooks: list[Notebook], only: str | None) -> list[Notebo
     known = {nb.number for nb in notebooks} | {nb.name for nb in notebooks}
     missing = [w for w in wanted if w not in known]
     if missing:
-        raise ParamsError(f"--only names unknown notebooks {missing}; known: {sorted(nb.name for nb in notebooks)}")
+        raise ParamsError(f"{what} names unknown notebooks {missing}; known: {sorted(nb.name for nb in notebooks)}")
     return chosen
 
 
@@ -76,7 +76,7 @@ def run_notebooks(params: dict[str, Any], every: list[Notebook], only: str | Non
         if not isinstance(named, list) or not named or not all(isinstance(n, str) for n in named):
             raise ParamsError(f"{source}: notebooks must be a non-empty list of quoted numbers such as "
                               f'["01", "02"], got {named!r}')
-        mine = select_notebooks(every, ",".join(named))
+        mine = select_notebooks(every, ",".join(named), f"{source}: notebooks")
     if not only:
         return mine, mine
     chosen = select_notebooks(every, only)
@@ -120,19 +120,7 @@ def read_yaml_mapping(path: Path, what: str, shape: str, error: type[ParamsError
     Errors are ``error`` and name the file (and the line and column of a syntax error); ``what`` names the kind
     of file ("params file") and ``shape`` what it holds ("a flat mapping of keys to values").
     """
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{what} not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise error(f"{where}: not valid YAML ({problem}); a {what} is {shape}") from None
-    if not isinstance(data, dict):
-        raise error(f"{path}: a {what} is {shape}, got {type(data).__name__}")
-    return data
+    return yaml_strict.read_mapping(path, what, shape, error)
 
 
 def read_params(path: Path) -> dict[str, Any]:

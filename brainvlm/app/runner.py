@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import time
@@ -32,6 +33,7 @@ from brainvlm.app.params import (
 from brainvlm.app.provenance import read_metrics, write_provenance
 from brainvlm.app.report import expectation_rows
 from brainvlm.app.run_folder import RUNNER_VARIABLE, check_fits, recorded_params
+from brainvlm.app.run_names import check_run_name
 from brainvlm.app.run_status import mark_ended, mark_started
 from brainvlm.app.warning_filter import without_dependency_warnings
 from brainvlm.core.jsonio import read_json
@@ -39,6 +41,18 @@ from brainvlm.core.paths import NOTEBOOKS_DIR, REPORTS_DIR
 from brainvlm.core.threads import choose_threads, thread_environment
 
 KERNEL = "python3"
+
+
+class _MultilineParameterLines(logging.Filter):
+    """Papermill reads a parameters cell line by line to list its parameters, and calls a line of a multi-line
+    literal that holds two ``=`` (an expectation ``"== 0"`` in an ``expect`` dict) unparseable. It only lists
+    them; the cell itself runs as written, and ``app.params`` reads it with Python's own parser."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Unable to parse line")
+
+
+logging.getLogger("papermill.translators").addFilter(_MultilineParameterLines())
 
 
 class NotebookFailed(RuntimeError):
@@ -128,6 +142,7 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
     Raises:
         NotebookFailed: naming the failing notebook and cell, after writing index and provenance.
     """
+    check_run_name(run_name)
     params_path = Path(params_path)
     params = {**read_params(params_path), **(overrides or {})}
     every, notebooks = run_notebooks(params, discover_notebooks(notebooks_dir), only, source=str(params_path))
@@ -193,6 +208,7 @@ def prepare(params_path: Path, run_name: str | None = None, only: str | None = N
     Returns:
         The written notebooks, in run order.
     """
+    check_run_name(run_name)
     params_path = Path(params_path)
     params = {**read_params(params_path), **(overrides or {})}
     every, notebooks = run_notebooks(params, discover_notebooks(notebooks_dir), only, source=str(params_path))

@@ -27,8 +27,8 @@ from brainvlm.app.params import (
     check_task_names,
     check_type,
     parameter_declarations,
-    read_yaml_mapping,
 )
+from brainvlm.app.yaml_strict import read_mapping
 from brainvlm.core.jsonio import dumps
 
 SWEEP_FILE_KEYS = ("grid", "seeds", "resources")
@@ -92,7 +92,7 @@ def parse_seeds(text: str | None) -> list[int] | None:
 def read_sweep_file(path: Path) -> SweepSpec:
     """A sweep file: ``grid:`` (key -> list of values), ``seeds:`` (list of ints), ``resources:``."""
     path = Path(path)
-    data = read_yaml_mapping(path, "sweep file", f"a mapping with keys {list(SWEEP_FILE_KEYS)}", SweepError)
+    data = read_mapping(path, "sweep file", f"a mapping with keys {list(SWEEP_FILE_KEYS)}", SweepError)
     unknown = sorted(set(data) - set(SWEEP_FILE_KEYS))
     if unknown:
         raise SweepError(f"{path}: unknown key(s) {unknown}; a sweep file has {list(SWEEP_FILE_KEYS)} "

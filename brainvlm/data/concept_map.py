@@ -22,6 +22,7 @@ program with its own UMLS data; none of them works offline from a pip install.
 
 from __future__ import annotations
 
+import io
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -31,6 +32,8 @@ from pathlib import Path
 import pandas as pd
 from rapidfuzz import fuzz, process
 
+from brainvlm.core.jsonio import BOM
+from brainvlm.core.textfiles import decode_utf8
 from brainvlm.data.umls import Concept, ConceptTable
 
 METHODS = ("exact", "normalised", "word_order", "fuzzy", "ambiguous", "unmapped")
@@ -194,8 +197,14 @@ def map_names(names: Iterable[str], mapper: ConceptMapper) -> pd.DataFrame:
 
 
 def read_labelled_names(path: str | Path) -> pd.DataFrame:
-    """A labelled list of names: CSV with ``name``, ``expected_cui`` (empty: must stay unmapped), ``kind``."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    """A labelled list of names: CSV with ``name``, ``expected_cui`` (empty: must stay unmapped), ``kind``.
+
+    Raises:
+        ValueError: a file that is not UTF-8 (``NotUtf8Error``, naming the file), a missing column, or an
+            expected CUI that is neither empty nor C followed by 7 digits.
+    """
+    text = decode_utf8(Path(path).read_bytes(), path).removeprefix(BOM)
+    table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     missing = [c for c in ("name", "expected_cui", "kind") if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: columns {missing} are missing; the header must be name,expected_cui,kind")

@@ -74,14 +74,28 @@ def prepare_tasks(table: pd.DataFrame, entries: list[tuple[comparison.TaskSpec, 
             group_col=config.group_col or None, strict=config.strict, check_images=config.check_images,
             table_path=table_path, modality=spec.modality, valid_range=spec.valid_range)
         built.append((spec, pattern, task_cohort, excluded))
-    assignment = shared_split(built, config, table_path or table.attrs.get("path", "<table>"), len(table))
+    where = table_path or table.attrs.get("path", "<table>")
+    assignment = shared_split(built, config, where, len(table))
     prepared = []
     for spec, pattern, task_cohort, excluded in built:
         own = assignment[assignment["subject"].isin(task_cohort["subject"])].reset_index(drop=True)
-        splits.assert_disjoint(own)
+        task_split_check(own, (spec, pattern, task_cohort, excluded), where, len(table))
         samples = comparison.build_samples(task_cohort, own, spec, seed=config.seed)
         prepared.append(TaskData(spec, task_cohort, excluded, own, samples, image_pattern=pattern))
     return prepared
+
+
+def task_split_check(own: pd.DataFrame, task: tuple, where: str, n_rows: int) -> None:
+    """A task's part of the shared split is still disjoint and has both pools in every split.
+
+    Raises:
+        CohortError: naming the table and the task, what failed, and the task's exclusions (a task that
+            excludes subjects takes them out of the shared split, which can empty one of its pools).
+    """
+    try:
+        splits.assert_disjoint(own, f"{where}: task {task[0].name!r}")
+    except splits.SplitError as err:
+        raise cohort.CohortError(f"{err}. {exclusion_report([task], n_rows)}") from err
 
 
 def prepare_task(table: pd.DataFrame, spec: comparison.TaskSpec, config: DataConfig, table_path: str | None = None,

@@ -207,7 +207,7 @@ def audit_splits(assignment: pd.DataFrame) -> pd.DataFrame:
             for name, bad, prefix in checks]
     present = set(zip(a["split"], a["pool"]))
     lacking = [f"{s}/{p}" for s in SPLITS for p in POOLS if (s, p) not in present]
-    rows.append({"check": "every split has both pools", "passed": not lacking,
+    rows.append({"check": EMPTY_POOL_CHECK, "passed": not lacking,
                  "detail": "empty: " + ", ".join(lacking) if lacking else "none"})
     return pd.DataFrame(rows, columns=["check", "passed", "detail"])
 
@@ -229,8 +229,18 @@ def audit_across_tasks(assignments: dict[str, pd.DataFrame]) -> pd.DataFrame:
                          for name, bad, prefix in checks], columns=["check", "passed", "detail"])
 
 
-def assert_disjoint(assignment: pd.DataFrame) -> None:
-    """Raise :class:`SplitError` naming the offending subjects if any audit check fails."""
+EMPTY_POOL_CHECK = "every split has both pools"
+
+
+def assert_disjoint(assignment: pd.DataFrame, where: str = "") -> None:
+    """Raise :class:`SplitError` naming the offending subjects if any audit check fails.
+
+    Args:
+        where: names the assignment in the message (``"pheno.tsv: task 'bmi'"``).
+
+    The message says what failed: subjects or groups that leak between splits or pools, or a split whose
+    query or reference pool is empty (nothing leaks then: too few subjects are left there).
+    """
     audit = audit_splits(assignment)
     failed = audit[~audit["passed"]]
     if failed.empty:
@@ -244,7 +254,12 @@ def assert_disjoint(assignment: pd.DataFrame) -> None:
             subjects = sorted(a.loc[a["group"].isin(groups), "subject"])
             detail = f"{detail}; their subjects: {_listed(subjects)}"
         lines.append(f"{check}: FAILED ({detail})")
-    raise SplitError("split assignment leaks subjects:\n  " + "\n  ".join(lines))
+    prefix = f"{where}: " if where else ""
+    if list(failed["check"]) == [EMPTY_POOL_CHECK]:
+        empty = failed["detail"].item().removeprefix("empty: ")
+        raise SplitError(f"{prefix}split assignment leaves {empty} without subjects ({len(a)} subjects in all); "
+                         "every split needs a query and a reference pool: add subjects, or exclude fewer")
+    raise SplitError(f"{prefix}split assignment leaks subjects:\n  " + "\n  ".join(lines))
 
 
 def split_counts(assignment: pd.DataFrame, cohort: pd.DataFrame) -> pd.DataFrame:

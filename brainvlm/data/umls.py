@@ -8,13 +8,15 @@ Two sources, one table (:class:`ConceptTable`):
 - a CSV of ``CUI,name[,synonyms]`` with a header row, as ROCOv2's ``cui_mapping.csv``
   (``CUI,Canonical name``); synonyms are separated by ``;`` in the third column.
 
-Either can be limited to a task's CUI vocabulary (``cuis=``). A malformed row raises
+Either can be limited to a task's CUI vocabulary (``cuis=``). A malformed row, a file that is not UTF-8
+and a file that holds no concept (a 0-byte ``MRCONSO.RRF``, a CSV with only its header) raise
 :class:`ConceptTableError` naming the file, the line and what to fix.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
+
+from brainvlm.core.jsonio import BOM
+from brainvlm.core.textfiles import NotUtf8Error, decode_utf8, is_utf16
 
 CUI_PATTERN = re.compile(r"C\d{7}")
 MRCONSO_COLUMNS = ("CUI", "LAT", "TS", "LUI", "STT", "SUI", "ISPREF", "AUI", "SAUI", "SCUI", "SDUI", "SAB",
@@ -81,11 +86,30 @@ def _vocabulary(cuis: Iterable[str] | None) -> set[str] | None:
     return None if cuis is None else {c.strip().upper() for c in cuis}
 
 
+def _decoded(path: Path, number: int, line: bytes) -> str:
+    """One RRF line as text; a line that is not UTF-8 is an error naming the file, line and byte."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if number == 1 and is_utf16(line):
+            raise ConceptTableError(f"{path}:1: the file is UTF-16, not UTF-8; save it as UTF-8") from None
+        bad = f"0x{line[exc.start]:02x}"
+        raise ConceptTableError(f"{path}:{number}: byte {exc.start + 1} of the line ({bad}) "
+                                f"is not UTF-8 ({exc.reason}); the file must be UTF-8, as UMLS release files "
+                                "are: save it as UTF-8") from None
+
+
 def _rrf_rows(path: Path, columns: tuple[str, ...], progress: bool) -> Iterator[tuple[int, list[str]]]:
-    """``(line number, fields)`` of an RRF file, each row checked for its column count and trailing ``|``."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        for number, line in enumerate(tqdm(handle, desc=path.name, disable=not progress, unit=" rows"), 1):
-            line = line.rstrip("\r\n")
+    """``(line number, fields)`` of an RRF file, each row checked for its column count and trailing ``|``.
+
+    Raises:
+        ConceptTableError: the file has no row at all (0 bytes or blank lines only), a line is not UTF-8,
+            or a row is malformed; each names the file and line.
+    """
+    rows = 0
+    with path.open("rb") as handle:
+        for number, data in enumerate(tqdm(handle, desc=path.name, disable=not progress, unit=" rows"), 1):
+            line = _decoded(path, number, data).rstrip("\r\n")
             if not line:
                 continue
             parts = line.split("|")
@@ -97,7 +121,11 @@ def _rrf_rows(path: Path, columns: tuple[str, ...], progress: bool) -> Iterator[
                     "UMLS release (not a subset with other columns)?")
             if not CUI_PATTERN.fullmatch(parts[0]):
                 raise ConceptTableError(f"{path}:{number}: CUI field {parts[0]!r} is not C and 7 digits")
+            rows += 1
             yield number, parts[:-1]
+    if rows == 0:
+        raise ConceptTableError(f"{path}: the file holds no row ({path.stat().st_size} bytes); give the "
+                                f"{path.name} of a UMLS release (was the copy or download cut short?)")
 
 
 def _name_rank(fields: list[str]) -> tuple[bool, bool, bool]:
@@ -112,16 +140,27 @@ def read_mrconso(path: str | Path, cuis: Iterable[str] | None = None,
 
     The preferred name is the first row ranked highest by (TS = P, STT = PF, ISPREF = Y); the other
     distinct names follow in file order.
+
+    Raises:
+        ConceptTableError: an empty file, a file without an English non-suppressed row, a line that is not
+            UTF-8 or a malformed row.
     """
     path, wanted = Path(path), _vocabulary(cuis)
     rows: dict[str, list[tuple[tuple[bool, bool, bool], str]]] = {}
+    english = 0
     for number, fields in _rrf_rows(path, MRCONSO_COLUMNS, progress):
         cui, lat, name, suppress = fields[0], fields[1], fields[14], fields[16]
-        if lat != "ENG" or suppress != "N" or (wanted is not None and cui not in wanted):
+        if lat != "ENG" or suppress != "N":
+            continue
+        english += 1
+        if wanted is not None and cui not in wanted:
             continue
         if not name.strip():
             raise ConceptTableError(f"{path}:{number}: STR (the name, field 15) is empty for {cui}")
         rows.setdefault(cui, []).append((_name_rank(fields), name))
+    if english == 0:
+        raise ConceptTableError(f"{path}: no English (LAT=ENG), non-suppressed (SUPPRESS=N) row; give an "
+                                "MRCONSO.RRF with English names")
     table = {}
     for cui, names in rows.items():
         best = max(range(len(names)), key=lambda i: (names[i][0], -i))
@@ -188,31 +227,39 @@ def _csv_concept(path: Path, number: int, row: list[str]) -> Concept:
     return Concept(cui, name, tuple(dict.fromkeys(s for s in synonyms if s != name)))
 
 
+def _csv_text(path: Path) -> str:
+    """The text of a concept CSV (UTF-8, a leading BOM dropped); another encoding is an error naming it."""
+    try:
+        return decode_utf8(path.read_bytes(), path).removeprefix(BOM)
+    except NotUtf8Error as exc:
+        raise ConceptTableError(str(exc)) from None
+
+
 def read_cui_csv(path: str | Path, cuis: Iterable[str] | None = None) -> ConceptTable:
     """The concept table of a ``CUI,name[,synonyms]`` CSV with a header row (UTF-8, a leading BOM allowed).
 
     Raises:
-        ConceptTableError: a bad header, a row without a name, a malformed CUI, an empty synonym or a CUI
-            listed twice (with both lines).
+        ConceptTableError: a file that is not UTF-8, a bad header, no row below it, a row without a name, a
+            malformed CUI, an empty synonym or a CUI listed twice (with both lines).
     """
     path, wanted = Path(path), _vocabulary(cuis)
     concepts: dict[str, Concept] = {}
     lines: dict[str, int] = {}
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
-        _csv_header(path, next(reader, None))
-        for row in reader:
-            number = reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
-            concept = _csv_concept(path, number, row)
-            if concept.cui in lines:
-                raise ConceptTableError(f"{path}:{number}: {concept.cui} is listed again (first on line "
-                                        f"{lines[concept.cui]}); keep one row per CUI, other names as "
-                                        "synonyms")
-            lines[concept.cui] = number
-            if wanted is None or concept.cui in wanted:
-                concepts[concept.cui] = concept
+    reader = csv.reader(io.StringIO(_csv_text(path), newline=""))
+    _csv_header(path, next(reader, None))
+    for row in reader:
+        number = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        concept = _csv_concept(path, number, row)
+        if concept.cui in lines:
+            raise ConceptTableError(f"{path}:{number}: {concept.cui} is listed again (first on line "
+                                    f"{lines[concept.cui]}); keep one row per CUI, other names as synonyms")
+        lines[concept.cui] = number
+        if wanted is None or concept.cui in wanted:
+            concepts[concept.cui] = concept
+    if not lines:
+        raise ConceptTableError(f"{path}: no concept below the header; give one CUI,name row per concept")
     return ConceptTable(concepts, str(path))
 
 

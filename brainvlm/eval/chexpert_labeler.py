@@ -1,204 +1,130 @@
-"""A rule-based CheXpert-14 labeler of free report text: mentions, negation, uncertainty, report aggregation.
+"""The CheXpert labeler's CheXpert-14 labels of free report text, by rules: mentions, negation, uncertainty,
+aggregation.
 
-Results are named "CheXpert-14 (rule)": this is not CheXbert. No model-based labeler runs offline here
-(CheXbert, RadGraph and their pip packages fetch weights from a model hub at run time), and the original
-CheXpert labeler (NegBio) is not on PyPI, so brainvlm labels with its own rules, over phrase lists that
-follow the observation definitions of the CheXpert labeler (stanfordmlgroup/chexpert-labeler, MIT).
+Results are named "CheXpert-14 (rule)": this is not CheXbert. Why rules written here: the CheXpert labeler
+(stanfordmlgroup/chexpert-labeler, MIT) and NegBio, which it runs on, are not installable from PyPI (they
+need a Python 3.6 conda environment, the BLLIP parser and its GENIA+PubMed model, downloaded at first use),
+and CheXbert, RadGraph and their pip packages fetch weights from a model hub at run time. So brainvlm
+follows the labeler's own definitions without its parser:
 
-How a report is labelled:
+1. **Mentions** (``chexpert_rules.find_mentions``): the labeler's phrase lists, vendored unchanged in
+   ``chexpert_phrases/``, matched as it matches them (case-insensitive substrings of the cleaned text, so
+   "atelecta" finds "atelectasis" and "effusion" finds "effusions"), except where an unmention of the same
+   observation overlaps ("calcified nodule" is no Lung Lesion; "pericardial effusion" no Pleural Effusion;
+   "over the heart" no Cardiomegaly).
+2. **Negation and uncertainty** (``chexpert_rules.classify``): the labeler's dependency patterns as rules
+   on the words around each mention, each citing its pattern lines, in the labeler's order: pre-negation
+   uncertainty ("cannot exclude", "no new"), negation ("no", "without", "normal", "within normal limits",
+   "clear of", "has resolved", "removed", "no ... to suggest"), post-negation uncertainty ("possible",
+   "may represent", "concerning for", "X or Y", "vascular congestion", "stable heart size").
+3. **Aggregation** (the labeler's ``stages/aggregate.py``): per observation, one mention keeps its label;
+   several combine as negative + uncertain -> uncertain, else negative + positive -> positive, else
+   uncertain + positive -> positive (so 0, -1 and 1 together give -1, as there). A positive or uncertain
+   "chf"/"heart failure" (an Edema mention) adds an uncertain Cardiomegaly mention. **No Finding** is 1
+   when no mention other than of Support Devices is positive or uncertain; mentions of the labeler's
+   "other findings" (``mention/no_finding.txt``: emphysema, hyperinflation, granuloma, calcification,
+   scoliosis ...) count, but give no label of their own. No Finding is never 0; with nothing mentioned it
+   is 1. Observations without a mention are blank (left out of the result).
 
-1. The text is cut into sentences (``.``, ``;``, ``?``, ``!``, line breaks) and each sentence into
-   clauses at "but", "however", "although", "though", "while", "whereas" and "which".
-2. Every mention of an observation (``MENTIONS``, word-bounded, case-insensitive; longer phrases first,
-   no mention inside another) gets a label: **-1 (uncertain)** when an uncertainty cue stands before it in
-   its clause ("possible", "may represent", "cannot exclude", "concerning for", "versus"...) or after it
-   ("cannot be excluded", "is not excluded", "is possible"), or when mentions are joined by "or"/"versus"
-   after an uncertainty cue; **0 (negative)** when a negation cue stands before it in its clause ("no",
-   "without", "negative for", "resolution of"...) or after it ("is not seen", "has resolved", "removed");
-   **1 (positive)** otherwise. A negated list runs to the end of the clause: "No pleural effusion or
-   pneumothorax." negates both.
-3. A report's label per observation aggregates its mentions as the CheXpert labeler does: positive beats
-   uncertain beats negative (0 with -1 -> -1; 0 with 1 -> 1; -1 with 1 -> 1). A positive or uncertain
-   "CHF"/"heart failure" adds an uncertain Cardiomegaly mention. **No Finding** is 1 only when no
-   observation other than Support Devices is 1 or -1; it is never 0 (blank otherwise).
+What rules without a dependency parser still get wrong (where this labeler and CheXpert can differ):
 
-Observations without a mention are blank (left out of the result), as in CheXpert.
+- Scope is guessed from words, not from the parse: a cue reaches a mention across a few words or along a
+  list and stops at words that start a new statement. "Normal heart and bibasilar atelectasis" negates
+  the atelectasis here; the parse decides there.
+- Conjunctions: CheXpert propagates negation and modifiers along the parse's conjunctions; here "no" reaches
+  along a comma list, "X or Y" counts only when both are mentions ("new or worsening effusion" stays
+  positive here).
+- Sentences are split at ``. ? !`` (CheXpert uses NLTK's sentence splitter), so an abbreviation with a
+  period ends a sentence here.
+- Patterns needing the parse's part-of-speech or heads ("{tag:/V.*/}", "dobj", "nsubjpass") are
+  approximated by a fixed phrase; an unusual word order misses them.
+- Kept on purpose because CheXpert does the same: substrings match inside other words ("tube" in
+  "tuberosity" is a Support Device); "X is not seen" has no negation pattern and stays positive;
+  "absence of X" and "likely X" are positive; "suggestive of X" is positive (the labeler's detector does
+  not add NegBio's "suggestive of" rule); "no new X" is uncertain.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from brainvlm.eval.answers import CHEXPERT_14
+from brainvlm.eval.chexpert_rules import (
+    CARDIOMEGALY,
+    HEART_FAILURE,
+    MENTIONS,
+    NO_FINDING,
+    SUPPORT_DEVICES,
+    classify,
+    clean_report,
+    find_mentions,
+    sentences,
+)
 
-NO_FINDING = "No Finding"
-SUPPORT_DEVICES = "Support Devices"
+__all__ = ["CHEXPERT_14", "MENTIONS", "OBSERVATIONS", "aggregate", "agreement", "label_report", "mention_labels"]
 
-MENTIONS: dict[str, tuple[str, ...]] = {
-    "Atelectasis": ("atelectasis", "atelectases", "atelectatic", "collapse", "collapsed"),
-    "Cardiomegaly": ("cardiomegaly", "enlarged heart", "heart is enlarged", "heart size is enlarged",
-                     "enlarged cardiac silhouette", "cardiac silhouette is enlarged", "cardiac enlargement",
-                     "enlargement of the cardiac silhouette", "heart size is increased"),
-    "Consolidation": ("consolidation", "consolidations", "consolidative"),
-    "Edema": ("edema", "oedema", "pulmonary vascular congestion", "vascular congestion",
-              "interstitial prominence", "fluid overload", "vascular engorgement"),
-    "Enlarged Cardiomediastinum": ("widened mediastinum", "mediastinal widening", "widening of the mediastinum",
-                                   "enlarged cardiomediastinal silhouette", "cardiomediastinal enlargement",
-                                   "mediastinal enlargement", "enlarged mediastinum"),
-    "Fracture": ("fracture", "fractures", "fractured"),
-    "Lung Lesion": ("nodule", "nodules", "nodular opacity", "nodular opacities", "nodular density", "mass", "masses", "lesion", "lesions", "tumor", "tumour",
-                    "neoplasm", "cavitary lesion", "granuloma", "granulomas"),
-    "Lung Opacity": ("opacity", "opacities", "opacification", "opacifications", "infiltrate", "infiltrates",
-                     "infiltration", "airspace disease", "air space disease", "haziness", "hazy",
-                     "ground-glass", "ground glass", "reticular markings", "interstitial markings"),
-    "Pleural Effusion": ("pleural effusion", "pleural effusions", "effusion", "effusions", "pleural fluid",
-                         "hydrothorax", "fluid in the pleural space", "blunting of the costophrenic angle",
-                         "blunting of the costophrenic angles", "costophrenic angle blunting"),
-    "Pleural Other": ("pleural thickening", "pleural plaque", "pleural plaques", "pleural scarring",
-                      "fibrothorax", "pleural calcification"),
-    "Pneumonia": ("pneumonia", "pneumonias", "infectious process", "infection", "bronchopneumonia"),
-    "Pneumothorax": ("pneumothorax", "pneumothoraces", "pneumothoraxes"),
-    "Support Devices": ("endotracheal tube", "et tube", "enteric tube", "nasogastric tube", "ng tube",
-                        "og tube", "feeding tube", "chest tube", "tracheostomy tube", "tracheostomy",
-                        "picc line", "picc", "central line", "central venous catheter", "catheter",
-                        "swan-ganz", "pacemaker", "pacer", "defibrillator", "pacing leads", "pacer leads",
-                        "sternotomy wires", "sternal wires", "wires", "clips", "stent", "port-a-cath",
-                        "port", "valve replacement", "prosthetic valve", "drain", "tube", "line", "device",
-                        "devices", "hardware"),
-}
-# Phrases that deny an observation in positive words ("heart size is normal" says: no cardiomegaly).
-NORMAL_PHRASES: dict[str, tuple[str, ...]] = {
-    "Cardiomegaly": ("heart size is normal", "normal heart size", "heart is normal in size", "heart is not enlarged",
-                     "heart size is not enlarged", "cardiac silhouette is not enlarged",
-                     "heart size is within normal limits", "cardiac silhouette is normal",
-                     "normal cardiac silhouette", "heart size is top normal"),
-    "Enlarged Cardiomediastinum": ("cardiomediastinal silhouette is normal", "normal cardiomediastinal silhouette",
-                                   "mediastinal contours are normal", "normal mediastinal contours",
-                                   "cardiomediastinal contours are normal", "mediastinum is normal",
-                                   "mediastinum is not widened"),
-    "Lung Opacity": ("lungs are clear", "clear lungs", "lungs are well expanded and clear"),
-}
-HEART_FAILURE = ("chf", "congestive heart failure", "heart failure")
-
-_NEGATION_BEFORE = (r"\bno\b", r"\bnot\b", r"\bwithout\b", r"\bnegative for\b", r"\bfree of\b", r"\babsence of\b",
-                    r"\babsent\b", r"\bclear of\b", r"\bresolution of\b", r"\bresolved\b", r"\bremoval of\b",
-                    r"\bnor\b", r"\bneither\b", r"\bdenies\b", r"\bexclude[sd]?\b(?! from)", r"\bruled out\b",
-                    r"\bwithout evidence of\b", r"\bno evidence of\b", r"\bno signs? of\b")
-_NEGATION_AFTER = ((r"^\s*(?:is|are|has|have)?\s*(?:been\s+)?(?:not (?:seen|identified|present|visualized|"
-                    r"appreciated|demonstrated|evident)|absent|resolved|removed|no longer (?:seen|present|"
-                    r"visualized))\b"), r"^\s*(?:has|have)\s+(?:since\s+)?(?:been\s+)?(?:resolved|removed)\b")
-_UNCERTAIN_BEFORE = (r"\bpossible\b", r"\bpossibly\b", r"\bprobable\b", r"\bprobably\b", r"\bmay\b", r"\bmight\b",
-                     r"\bcould\b", r"\bquestionable\b", r"\bquestion of\b", r"\bsuspicious for\b", r"\bsuspected\b",
-                    r"\bconcerning for\b", r"\bconcern for\b", r"\bsuggest(?:s|ive of|ing)?\b", r"\bcannot exclude\b",
-                     r"\bcan ?not be excluded\b", r"\bcannot rule out\b", r"\bversus\b", r"\bvs\.?(?=\s)",
-                     r"\bdifferential\b", r"\bequivocal\b", r"\bborderline\b", r"\bnot excluded\b",
-                     r"\bmay represent\b", r"\bcould represent\b", r"\bpotential\b", r"\bvague\b",
-                     r"\bpresumed\b", r"\bcompatible with\b", r"\bconsistent with\b(?=.*\b(?:or|versus)\b)")
-_UNCERTAIN_AFTER = (r"^\s*(?:can ?not|could not|cannot) be (?:excluded|ruled out)\b",
-                    r"^\s*(?:is|are) not (?:excluded|ruled out)\b",
-                    r"^\s*(?:is|are) (?:possible|suspected|questioned|not entirely excluded)\b",
-                    r"^\s*versus\b", r"^\s*vs\.?(?=\s)",
-                    r"^\s*(?:is|are) (?:a )?(?:possibility|consideration)\b")
-_SENTENCE = re.compile(r"[.;!?](?=\s|$)|\n")
-_CLAUSE = re.compile(r"\b(?:but|however|although|though|while|whereas|which)\b|,\s*(?:and|with)\s+(?=[a-z]+\s"
-                     r"(?:is|are|has|have)\b)", re.IGNORECASE)
-_NEGATION_RESET = re.compile(r"\b(?:there is|there are|is seen|are seen|is noted|are noted|with)\b", re.IGNORECASE)
+# The labeler's column order (its constants.CATEGORIES), used by ``brainvlm label-reports``.
+OBSERVATIONS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity",
+                "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
+                "Pleural Other", "Fracture", "Support Devices")
+POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 
 
-def _pattern(phrases: tuple[str, ...]) -> re.Pattern:
-    ordered = sorted(phrases, key=len, reverse=True)
-    return re.compile(r"(?<![\w-])(?:" + "|".join(re.escape(p) for p in ordered) + r")(?![\w-])", re.IGNORECASE)
+def mention_labels(text: str | None) -> list[dict]:
+    """Every mention of a report with its label and the rule that gave it, in reading order.
 
-
-_NORMAL_PATTERNS = {name: _pattern(phrases) for name, phrases in NORMAL_PHRASES.items()}
-_HEART_FAILURE = _pattern(HEART_FAILURE)
-
-
-def _clauses(text: str) -> list[str]:
-    out = []
-    for sentence in _SENTENCE.split(text):
-        out.extend(part for part in _CLAUSE.split(sentence) if part and part.strip())
-    return out
-
-
-def _any(patterns: tuple[str, ...], text: str) -> bool:
-    return any(re.search(p, text, re.IGNORECASE) for p in patterns)
-
-
-def _last_cue(patterns: tuple[str, ...], text: str) -> int:
-    """End of the last cue of ``patterns`` in ``text`` (-1 when there is none)."""
-    return max((m.end() for p in patterns for m in re.finditer(p, text, re.IGNORECASE)), default=-1)
-
-
-def mention_label(clause: str, start: int, end: int) -> int:
-    """The label of one mention from its clause: -1 uncertain, 0 negative, 1 positive (see the module).
-
-    After the mention, an uncertainty phrase ("cannot be excluded") beats a negation ("is not seen").
-    Before it, the cue nearest the mention decides; a negation's scope ends at a new assertion
-    ("there is", "with") between the cue and the mention.
+    Returns:
+        ``{"sentence", "observation", "phrase", "text", "label", "rule"}`` per mention; ``text`` is the
+        mention's words in the cleaned sentence, ``rule`` the labeler's pattern lines (``negation.txt:155``).
     """
-    before, after = clause[:start], clause[end:]
-    if _any(_UNCERTAIN_AFTER, after):
-        return -1
-    if _any(_NEGATION_AFTER, after):
-        return 0
-    uncertain, negation = _last_cue(_UNCERTAIN_BEFORE, before), _last_cue(_NEGATION_BEFORE, before)
-    if negation > uncertain and not _NEGATION_RESET.search(before[negation:]):
-        return 0
-    return -1 if uncertain >= 0 else 1
+    rows = []
+    for sentence in sentences(clean_report(text or "")):
+        found = find_mentions(sentence)
+        for mention in sorted(found, key=lambda m: (m.start, m.observation)):
+            label, rule = classify(sentence, mention, [m for m in found if m is not mention])
+            rows.append({"sentence": sentence, "observation": mention.observation, "phrase": mention.phrase,
+                         "text": sentence[slice(*mention.words)], "label": label, "rule": rule})
+    return rows
 
 
-def _spans(pattern: re.Pattern, clause: str, taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    found = []
-    for match in pattern.finditer(clause):
-        span = match.span()
-        if not any(a < span[1] and span[0] < b for a, b in taken):
-            found.append(span)
-    return found
-
-
-_PHRASES = sorted(((phrase, name, _pattern((phrase,))) for name, phrases in MENTIONS.items() for phrase in phrases),
-                  key=lambda item: -len(item[0]))  # longer phrases claim their words first ("chest tube", "tube")
-
-
-def clause_mentions(clause: str) -> list[tuple[str, int]]:
-    """``(observation, label)`` of every mention in one clause; a word belongs to one mention at most."""
-    taken: list[tuple[int, int]] = []
-    found: list[tuple[str, int]] = []
-    for name, pattern in _NORMAL_PATTERNS.items():
-        for span in _spans(pattern, clause, taken):
-            taken.append(span)
-            found.append((name, 0))
-    for _, name, pattern in _PHRASES:
-        for span in _spans(pattern, clause, taken):
-            taken.append(span)
-            found.append((name, mention_label(clause, *span)))
-    for span in _spans(_HEART_FAILURE, clause, taken):
-        if mention_label(clause, *span) != 0:
-            found.append(("Cardiomegaly", -1))
-    return found
-
-
-def aggregate(labels: list[int]) -> int | None:
-    """Positive beats uncertain beats negative; no mention is blank (None)."""
-    if not labels:
+def aggregate(values: list[int]) -> int | None:
+    """One observation's label from its mentions' labels, as the labeler's ``stages/aggregate.py`` combines
+    them: a single label stays; 0 with -1 -> -1 (checked first); else 0 with 1 -> 1; else -1 with 1 -> 1;
+    else (all alike) that label. No mention is blank (None)."""
+    if not values:
         return None
-    return 1 if 1 in labels else (-1 if -1 in labels else 0)
+    if NEGATIVE in values and UNCERTAIN in values:
+        return UNCERTAIN
+    if POSITIVE in values and (NEGATIVE in values or UNCERTAIN in values):
+        return POSITIVE
+    return values[0]
+
+
+def collect(rows: list[dict]) -> tuple[dict[str, list[int]], bool]:
+    """Mention labels per observation (No Finding's "other findings" left out, the CHF rule applied) and
+    whether the report has no finding: no positive or uncertain mention but of Support Devices."""
+    by_observation: dict[str, list[int]] = {}
+    no_finding = True
+    for row in rows:
+        name, label = row["observation"], row["label"]
+        if name != SUPPORT_DEVICES and label in (POSITIVE, UNCERTAIN):
+            no_finding = False
+        if name == NO_FINDING:
+            continue
+        if label in (POSITIVE, UNCERTAIN) and row["phrase"] in HEART_FAILURE:
+            by_observation.setdefault(CARDIOMEGALY, []).append(UNCERTAIN)
+        by_observation.setdefault(name, []).append(label)
+    return by_observation, no_finding
 
 
 def label_report(text: str | None) -> dict[str, int]:
-    """CheXpert-14 labels of a free-text report: ``{observation: 1 | 0 | -1}``, blank observations left out."""
-    by_observation: dict[str, list[int]] = {}
-    for clause in _clauses(text or ""):
-        for name, value in clause_mentions(clause):
-            by_observation.setdefault(name, []).append(value)
+    """CheXpert-14 labels of a free-text report: ``{observation: 1 | 0 | -1}`` in ``CHEXPERT_14`` order,
+    blank observations left out (see the module for how)."""
+    by_observation, no_finding = collect(mention_labels(text))
     labels = {name: aggregate(values) for name, values in by_observation.items()}
-    labels = {name: value for name, value in labels.items() if value is not None}
-    findings = [n for n, v in labels.items() if n not in (SUPPORT_DEVICES, NO_FINDING) and v in (1, -1)]
-    if not findings:
-        labels[NO_FINDING] = 1
-    return {name: labels[name] for name in CHEXPERT_14 if name in labels}
+    if no_finding:
+        labels[NO_FINDING] = POSITIVE
+    return {name: labels[name] for name in CHEXPERT_14 if labels.get(name) is not None}
 
 
 def agreement(reports: list[str], references: list[Mapping[str, int]]) -> dict[str, dict[str, float]]:

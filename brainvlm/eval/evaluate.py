@@ -1,4 +1,4 @@
-"""Score a predictions JSONL against a canonical samples JSONL, without a model (``brainvlm evaluate`` in :mod:`brainvlm.app.cli`).
+"""Score a predictions JSONL against a canonical samples JSONL, without a model (``brainvlm evaluate``).
 
 ``evaluate_files`` picks every metric that applies to the samples' task (label tasks: accuracy,
 balanced accuracy, macro-F1 and a confusion matrix; numerical: MAE, RMSE, Pearson r, Spearman rho;
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainvlm.core.jsonio import read_jsonl_numbered, read_records, write_json
+from brainvlm.core.jsonio import loads, read_jsonl_numbered, read_records, read_text, write_json
 from brainvlm.data.concept_map import ConceptMapper
 from brainvlm.eval import bootstrap, llava_med_answers, scoring
 from brainvlm.eval import metrics as metric_lib
@@ -73,15 +73,43 @@ def load_samples(path: str | Path) -> list[dict]:
     return samples
 
 
-def load_predictions(path: str | Path, samples: Sequence[dict] | None = None) -> dict[str, str]:
-    """Sample id -> predicted text from ``{"id", "prediction"}`` lines; a repeated id is an error.
+def _whole_document(text: str) -> Any:
+    """``text`` parsed as one JSON document, or None when it is not one."""
+    try:
+        return loads(text)
+    except ValueError:
+        return None
 
-    A LLaVA-Med answer file (``question_id``, ``text``, ...; told apart by its first line) is matched to
-    ``samples`` on ``metadata.question_id`` (``eval.llava_med_answers``); an unmatched answer is an error.
+
+def _not_json_lines(path: str | Path) -> str | None:
+    """Why a predictions file is not JSON Lines, when it holds a JSON array or one multi-line object."""
+    text = read_text(path).strip()
+    first = text.split("\n", 1)[0]
+    if text.startswith("[") and isinstance(_whole_document(text), list):
+        held = "a JSON array"
+    elif "\n" in text and _whole_document(first) is None and isinstance(_whole_document(text), dict):
+        held = "one JSON object spread over several lines"
+    else:
+        return None
+    return f"{path}: expected JSON Lines: one object per line; this file holds {held} (write one object per line)"
+
+
+def load_predictions_matched(path: str | Path, samples: Sequence[dict] | None = None
+                             ) -> tuple[dict[str, str], str]:
+    """Sample id -> predicted text, and how predictions were matched to samples: ``"id"`` for
+    ``{"id", "prediction"}`` lines, ``"question_id"`` or ``"question_text"`` for a LLaVA-Med answer file
+    (told apart by its first line; ``eval.llava_med_answers.match_answers``).
+
+    Raises:
+        ValueError: a file that is not JSON Lines (a JSON array, one multi-line object), a malformed line,
+            a repeated id, or answers that match no sample.
     """
+    problem = _not_json_lines(path)
+    if problem is not None:
+        raise ValueError(problem)
     records = read_jsonl_numbered(path)
     if llava_med_answers.is_answer_file(records):
-        return llava_med_answers.predictions_from_answers(records, samples, path)
+        return llava_med_answers.match_answers(records, samples, path)
     seen: dict[str, int] = {}
     predictions = {}
     for number, record in records:
@@ -94,7 +122,16 @@ def load_predictions(path: str | Path, samples: Sequence[dict] | None = None) ->
                              "keep one prediction per sample")
         seen[sample_id] = number
         predictions[sample_id] = text
-    return predictions
+    return predictions, "id"
+
+
+def load_predictions(path: str | Path, samples: Sequence[dict] | None = None) -> dict[str, str]:
+    """Sample id -> predicted text from ``{"id", "prediction"}`` lines; a repeated id is an error.
+
+    A LLaVA-Med answer file (``question_id``, ``text``, ...; told apart by its first line) is matched to
+    ``samples`` by question id or by question text (``eval.llava_med_answers.match_answers``).
+    """
+    return load_predictions_matched(path, samples)[0]
 
 
 def _near_miss(prediction_id: str, by_key: dict[str, str]) -> str:
@@ -290,11 +327,16 @@ def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metri
         Metrics under their usual names (``accuracy``, ``mae``, ``Bleu_4``, ``closed_accuracy``, ...),
         the counts ``n_samples``, ``n_predictions``, ``n_missing_predictions``, ``n_unparseable``,
         ``n_extra_predictions`` with the ids (first ten) in ``missing_prediction_ids`` and
+        ``predictions_matched_by`` (``id``, or for a LLaVA-Med answer file ``question_id`` or
+        ``question_text``), and
         ``unmatched_prediction_ids``, the metrics left undefined with their reasons under ``undefined``, and ``ci`` / ``by_group`` / ``confusion_matrix`` where they apply. With
         several tasks in one file each task's metrics sit under ``tasks.<task>``. NaN is written as null.
     """
+    for name, value in (("n_boot", n_boot), ("n_boot_text", n_boot_text)):
+        if value < 0:
+            raise ValueError(f"{name}={value}: give 0 (no intervals) or a positive number of bootstrap replicates")
     samples = load_samples(samples_path)
-    predictions = load_predictions(predictions_path, samples)
+    predictions, matched_by = load_predictions_matched(predictions_path, samples)
     matched = match_ids(samples, predictions, partial, samples_path, predictions_path)
     tasks = sorted({s["task"] for s in samples})
     wanted = None if metrics is None else tuple(metrics)
@@ -313,7 +355,7 @@ def evaluate_files(samples_path: str | Path, predictions_path: str | Path, metri
     result.update(
         n_samples=len(samples), n_predictions=len(predictions),
         n_unparseable=int((~table["parse_ok"].astype(bool)).sum()),
-        tokenize=tokenize, seed=seed, partial=partial, **matched)
+        tokenize=tokenize, seed=seed, partial=partial, predictions_matched_by=matched_by, **matched)
     if config.fallback is not None:
         result.update(numeric_fallback=config.fallback, numeric_fallback_source=fallback_source)
     result = _clean(result)

@@ -6,10 +6,17 @@ LLaVA-Med's ``model_vqa`` writes one line per question::
      "answer_id": "...", "model_id": "llava-vqa-rad_abd", "metadata": {}}
 
 ``brainvlm evaluate`` reads such a file as predictions (``evaluate.load_predictions`` tells the two
-layouts apart per file) and matches each answer to the sample whose ``metadata.question_id`` it names
-(the sample id where a sample has no question id). Question ids compare as text, so ``101`` and ``"101"``
-match. An answer that matches no sample is an error listing the ids: answers scored against the wrong
-samples file would otherwise be silently dropped.
+layouts apart per file) and matches the whole file one way (:func:`match_answers`), never row by row:
+
+- by question id, when every answer's ``question_id`` is a sample's ``metadata.question_id`` (the sample
+  id where a sample has none; ids compare as text, so ``101`` and ``"101"`` are one id);
+- otherwise by question text and order of occurrence: LLaVA-Med numbers its questions its own way (its
+  VQA-RAD answer files are not numbered by VQA-RAD's ``qid``, yet 59 of their 451 ids equal some ``qid``),
+  so the prompt, without the list of options LLaVA-Med appends to closed questions, is matched to the
+  samples' questions, the k-th answer to a question going to the k-th sample that asks it.
+
+When neither matches every answer the file is refused, naming the rows: answers scored against the wrong
+samples, or half by id and half by text, would otherwise be silently wrong.
 
 :func:`write_llava_med_answers` writes predictions in the same layout. ``answer_id`` is a hash of the
 model id, the question id and the answer (LLaVA-Med draws a random one), so the same predictions give
@@ -19,15 +26,21 @@ the same bytes.
 from __future__ import annotations
 
 import hashlib
+import re
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from brainvlm.core.jsonio import write_jsonl
+from brainvlm.data.adapters.llava import IMAGE_TOKEN
 from brainvlm.data.adapters.llava_med import prompt_text
 
 ANSWER_FIELDS = ("question_id", "prompt", "text", "answer_id", "model_id")
 MAX_LISTED = 10
+# What LLaVA-Med's VQA-RAD test file appends to a closed question (its answer files keep it in "prompt").
+OPTIONS = re.compile(r"\s*Please choose from the following \w+ options:\s*\[[^\]]*\]\s*\??\s*$", re.IGNORECASE)
 
 
 def is_answer_file(records: Sequence[tuple[int, dict]]) -> bool:
@@ -67,44 +80,128 @@ def samples_by_question(samples: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return out
 
 
-def read_answers(records: Sequence[tuple[int, dict]], path: str | Path) -> dict[str, str]:
-    """Question key -> answer text of answer lines; a line without them or a repeated id is an error."""
-    answers: dict[str, str] = {}
-    lines: dict[str, int] = {}
+@dataclass(frozen=True)
+class Answer:
+    """One answer line: where it is, its question id (and the id as matching text), the question, the text."""
+
+    line: int
+    question_id: int | str
+    key: str
+    question: str
+    text: str
+
+
+def question_text(prompt: str) -> str:
+    """A question as answers and samples are matched on it: ``<image>`` tokens and LLaVA-Med's appended
+    list of options (`` Please choose from the following two options: [yes, no]``) removed, whitespace
+    collapsed, case folded."""
+    text = OPTIONS.sub("", prompt.replace(IMAGE_TOKEN, " "))
+    return " ".join(text.split()).casefold()
+
+
+def read_answers(records: Sequence[tuple[int, dict]], path: str | Path) -> list[Answer]:
+    """The answer lines in file order; a line without an id and a text, or an id given twice (``1`` and
+    ``"1"`` are one id), is an error naming the lines."""
+    answers: list[Answer] = []
+    first: dict[str, Answer] = {}
     for number, record in records:
         key, text = _key(record.get("question_id")), record.get("text")
         if key is None or not isinstance(text, str):
             raise ValueError(f"{path}:{number}: expected a LLaVA-Med answer {{\"question_id\": int or str, "
                              f"\"text\": str, ...}} like line {records[0][0]}, got keys {sorted(record)}; "
                              "keep one layout per file")
-        if key in lines:
-            raise ValueError(f"{path}: question_id {key!r} is answered on lines {lines[key]} and {number}; "
-                             "keep one answer per question")
-        lines[key] = number
-        answers[key] = text
+        if key in first:
+            seen = first[key]
+            raise ValueError(f"{path}: question_id {seen.question_id!r} (line {seen.line}) and "
+                             f"{record['question_id']!r} (line {number}) are one question id (ids compare as "
+                             "text); keep one answer per question")
+        prompt = record.get("prompt")
+        answer = Answer(number, record["question_id"], key, question_text(prompt) if isinstance(prompt, str)
+                        else "", text)
+        first[key] = answer
+        answers.append(answer)
     return answers
 
 
-def predictions_from_answers(records: Sequence[tuple[int, dict]], samples: Sequence[Mapping[str, Any]] | None,
-                             path: str | Path) -> dict[str, str]:
-    """Sample id -> predicted text of a LLaVA-Med answer file, matched on question ids.
+def _by_question_id(answers: Sequence[Answer], samples: Sequence[Mapping[str, Any]]) -> dict[str, str] | None:
+    """Sample id -> answer text when every answer's id is a sample's question id, else None."""
+    keys = {question_key(sample) for sample in samples}
+    if not all(answer.key in keys for answer in answers):
+        return None
+    by_question = samples_by_question(samples)
+    return {by_question[answer.key]: answer.text for answer in answers}
+
+
+def _by_question_text(answers: Sequence[Answer], samples: Sequence[Mapping[str, Any]]
+                      ) -> tuple[dict[str, str], list[str]]:
+    """Sample id -> answer text, pairing the k-th answer to a question with the k-th sample asking it,
+    and a line per answer that cannot be paired so (none when every answer is)."""
+    asked: dict[str, list[str]] = defaultdict(list)
+    for sample in samples:
+        asked[question_text(prompt_text(sample))].append(sample["id"])
+    answered: dict[str, list[Answer]] = defaultdict(list)
+    for answer in answers:
+        answered[answer.question].append(answer)
+    matched, problems = {}, []
+    for question, group in answered.items():
+        ids = asked.get(question, [])
+        if len(group) != len(ids):
+            why = ("no sample asks it" if not ids else
+                   f"{len(ids)} samples ask it and {len(group)} answers answer it, so order cannot pair them")
+            problems += [f"line {a.line} (question_id {a.question_id!r}, {a.question[:60]!r}): {why}"
+                         for a in group]
+            continue
+        matched.update({sample_id: answer.text for sample_id, answer in zip(ids, group)})
+    return matched, sorted(problems, key=lambda p: int(p.split()[1]))
+
+
+def _unmatched_ids(answers: Sequence[Answer], samples: Sequence[Mapping[str, Any]]) -> list[str]:
+    keys = {question_key(sample) for sample in samples}
+    return [f"line {a.line} ({a.question_id!r})" for a in answers if a.key not in keys]
+
+
+def match_answers(records: Sequence[tuple[int, dict]], samples: Sequence[Mapping[str, Any]] | None,
+                  path: str | Path) -> tuple[dict[str, str], str]:
+    """Sample id -> predicted text of a LLaVA-Med answer file, and how the file was matched.
+
+    The whole file is matched one way: by ``question_id`` when every answer's id is a sample's question
+    id (``question_key``); otherwise by question text (the prompt without LLaVA-Med's list of options) and
+    order of occurrence, the k-th answer to a question going to the k-th sample that asks it, as
+    LLaVA-Med's own script pairs answers with its test rows by order.
+
+    Returns:
+        The predictions and ``"question_id"`` or ``"question_text"``.
 
     Raises:
-        ValueError: no samples given; an answer whose question id matches no sample (ids listed).
+        ValueError: no samples; neither way matches every answer (the rows named).
     """
     if samples is None:
         raise ValueError(f"{path}: a LLaVA-Med answer file is matched to samples by question id; pass the "
                          "samples (load_predictions(path, samples))")
     answers = read_answers(records, path)
-    by_question = samples_by_question(samples)
-    unmatched = [key for key in answers if key not in by_question]
-    if unmatched:
-        listed = f"{unmatched[:MAX_LISTED]}{' ...' if len(unmatched) > MAX_LISTED else ''}"
-        raise ValueError(f"{path}: {len(unmatched)} of {len(answers)} answers have a question_id that "
-                         f"matches no sample: {listed}; check that the "
-                         "answers are for this samples file (same split and domain) and that its samples "
-                         "keep the question ids in metadata.question_id")
-    return {by_question[key]: text for key, text in answers.items()}
+    by_id = _by_question_id(answers, samples)
+    if by_id is not None:
+        return by_id, "question_id"
+    by_text, problems = _by_question_text(answers, samples)
+    if not problems:
+        return by_text, "question_text"
+    unmatched = _unmatched_ids(answers, samples)
+    raise ValueError(
+        f"{path}: the answers match the samples neither by question id nor by question text. By id: "
+        f"{len(unmatched)} of {len(answers)} answers have a question_id that is no sample's question id "
+        f"({_listed(unmatched)}). By text: {len(problems)} of {len(answers)} answers cannot be paired with "
+        f"a sample asking their question ({_listed(problems)}). Check that the answers are for this samples "
+        "file (same split and domain)")
+
+
+def predictions_from_answers(records: Sequence[tuple[int, dict]], samples: Sequence[Mapping[str, Any]] | None,
+                             path: str | Path) -> dict[str, str]:
+    """Sample id -> predicted text of a LLaVA-Med answer file (``match_answers`` without the method)."""
+    return match_answers(records, samples, path)[0]
+
+
+def _listed(rows: Sequence[str]) -> str:
+    return f"first ten: {'; '.join(rows[:MAX_LISTED])}{' ...' if len(rows) > MAX_LISTED else ''}"
 
 
 def answer_id(model_id: str, question: str, text: str) -> str:

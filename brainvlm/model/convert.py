@@ -29,6 +29,7 @@ import torch
 
 from brainvlm.core.jsonio import read_json, write_json
 from brainvlm.core.paths import CACHE_DIR
+from brainvlm.model.weights_files import load_weights_file
 
 CONVERTED_DIR = CACHE_DIR / "converted"
 RECORD = "brainvlm_conversion.json"
@@ -76,8 +77,7 @@ def _read_weights(files: list[Path]) -> dict[str, torch.Tensor]:
 
     state: dict[str, torch.Tensor] = {}
     for path in files:
-        part = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(
-            path, map_location="cpu", weights_only=True)
+        part = load_file(str(path)) if path.suffix == ".safetensors" else load_weights_file(path)
         state.update(part)
     return state
 

@@ -16,6 +16,7 @@ import torch
 
 from brainvlm.model.convert import convert, is_original_layout
 from brainvlm.model.templates import FAMILY_TEMPLATES, attach_template, family_from_config, stop_token_ids
+from brainvlm.model.weights_files import check_pickled_weights
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -134,7 +135,11 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype = "float32", device_
     if load_in_4bit:
         kwargs["quantization_config"] = four_bit_config()
     processor = load_processor(source, revision, trust_remote_code, image_backend)
-    model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+    except Exception:  # transformers' error names no file: name the pickled weights file that caused it
+        check_pickled_weights(source)
+        raise
     prepare_for_chat(model, processor, family)
     return model, processor
 

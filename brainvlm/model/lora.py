@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from brainvlm.model.weights_files import check_pickled_weights
 
 VISION_MODES = ("frozen", "lora", "full")
 LANGUAGE_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -16,6 +21,16 @@ FINAL_NORM = "language_model.norm"
 COMPONENTS = (("vision_tower", "vision_tower"), ("projector", "multi_modal_projector"),
               ("projector", "image_newline"), ("language_model", "language_model"), ("language_model", "lm_head"))
 
+
+
+@contextlib.contextmanager
+def peft_deprecations_silenced() -> Iterator[None]:
+    """PEFT (0.21) asks transformers 5 for ``is_gradient_checkpointing``, which transformers deprecated: a warning
+    per wrapped model about code that is not ours. Only that deprecation is silenced, where it arises."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        yield
 
 
 def lora_target_pattern(vision: str = "frozen") -> str:
@@ -91,7 +106,7 @@ def add_lora(model: Any, r: int = 8, alpha: int = 16, dropout: float = 0.0,
 
     config = lora_config(model, r, alpha, dropout, target_modules, train_projector, vision, train_lm_head_norm,
                          mixed_batches)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), peft_deprecations_silenced():
         torch.manual_seed(seed)
         return get_peft_model(model, config, adapter_name=adapter_name)
 
@@ -162,7 +177,12 @@ def load_adapter(model: Any, adapter_dir: str | Path, trainable: bool = False) -
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json; save one with save_adapter()")
-    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)
+    try:
+        with peft_deprecations_silenced():
+            return PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)
+    except Exception:  # PEFT's own error names no file: name the pickled weights file that caused it
+        check_pickled_weights(adapter_dir)
+        raise
 
 
 def merge_and_save(peft_model: Any, out_dir: str | Path, processor: Any = None) -> Path:

@@ -158,6 +158,18 @@ def load_base(base: str, settings: TrainSettings) -> tuple[Any, Any]:
     return shared_load_base(base, settings.dtype, settings.load_in_4bit)
 
 
+def task_files(manifest: dict[str, Any], task: str, run_dir: Path) -> dict[str, str]:
+    """Split -> samples file of a task of the run's manifest.
+
+    Raises:
+        SettingsError: a task the manifest does not hold, naming the manifest and the tasks it holds.
+    """
+    if task not in manifest["tasks"]:
+        raise SettingsError(f"task {task!r} is not in {Path(run_dir) / 'data' / 'manifest.json'}; "
+                            f"tasks there: {sorted(manifest['tasks'])}")
+    return manifest["tasks"][task]["files"]
+
+
 def train(params: dict[str, Any], task: str, run_dir: Path, train_samples: list[dict] | None = None,
           name: str | None = None, resume: bool = False, stop_after: int | None = None,
           progress: bool = True) -> TrainedTask:
@@ -173,7 +185,7 @@ def train(params: dict[str, Any], task: str, run_dir: Path, train_samples: list[
     settings = settings_for(params, task)
     set_seed(settings.seed)
     manifest = dataset.read_manifest(run_dir)
-    files = manifest["tasks"][task]["files"]
+    files = task_files(manifest, task, run_dir)
     train_set = train_samples if train_samples is not None else read_jsonl(files["train"])
     val_set = read_jsonl(files["val"])[:settings.val_samples]
     base = base_model(settings.model, settings.seed, run_dir, manifest)
@@ -265,13 +277,10 @@ def predict_task(run_dir: Path, task: str, split: str = "test", config: generate
         on_change: ``restart`` or ``error`` when the existing predictions came from something else.
     """
     manifest = dataset.read_manifest(run_dir)
-    if task not in manifest["tasks"]:
-        raise KeyError(f"task {task!r} is not in {Path(run_dir) / 'data' / 'manifest.json'}; "
-                       f"tasks there: {sorted(manifest['tasks'])}")
-    files = manifest["tasks"][task]["files"]
+    files = task_files(manifest, task, run_dir)
     if split not in dataset.SPLITS or split not in files:
         present = [s for s in dataset.SPLITS if s in files]
-        raise KeyError(f"task {task!r} has no split {split!r}; splits: {present}")
+        raise SettingsError(f"task {task!r} has no split {split!r}; splits: {present}")
     samples = read_jsonl(files[split])[:limit]
     trained = load_trained(run_dir, name or task)
     config = config or generate.GenerationConfig()

@@ -15,118 +15,45 @@ generator :func:`brainvlm.eval.generate.predict`, and writes into ``out_dir``::
     captions.csv            ID,Caption (captions)
     summary.json            counts, failures, fallbacks, unmapped names, mapping methods, the format check
 
-An image that fails (a missing or unreadable file, an error in generation) costs only itself: its batch
-is retried one image at a time, its id and reason go to ``failures.jsonl``, its row gets the fallback (no
-concepts, ``ID,``; the fallback caption), and a rerun tries it again. ``python -m brainvlm concepts`` and
-``captions`` read :class:`JobOptions` from a params file and flags (``docs/concepts.md``, "Batch jobs").
+An image that fails (a missing or unreadable file, an image under 8 pixels a side, an error in generation)
+costs only itself: its batch is retried one image at a time, its id and reason go to ``failures.jsonl``, its
+row gets the fallback (no concepts, ``ID,``; the fallback caption), and a rerun tries it again. A job in
+which no image was answered writes its files and summary and then raises :class:`JobError`: a submission of
+fallback rows only is a failure, however valid its format. ``python -m brainvlm concepts`` and ``captions``
+read :class:`JobOptions` (``studies.clef_job_options``) from a params file and flags (``docs/concepts.md``,
+"Batch jobs").
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from brainvlm.core.jsonio import append_jsonl, dumps, read_jsonl, write_json
 from brainvlm.data.adapters.roco import PromptOptions, image_folder_samples, roco_samples
-from brainvlm.data.clef_tasks import LANGUAGES
 from brainvlm.data.concept_map import ConceptMapper
+from brainvlm.data.image_paths import leaves_root
 from brainvlm.data.umls import load_concept_table
 from brainvlm.data.validate import validate_file
+from brainvlm.data.volumes import IMAGE_SUFFIXES
 from brainvlm.eval import clef_outputs, generate
 from brainvlm.model import collate, lora, templates
-from brainvlm.model.loader import load, model_family, resolve_dtype
+from brainvlm.model.loader import load, model_family
+from brainvlm.studies.clef_job_options import JobError, JobOptions
 
 KINDS = {"concepts": "concepts", "captions": "caption"}  # job kind -> the task of its samples
 DEFAULT_MAX_NEW_TOKENS = {"concepts": 150, "captions": 100}  # the seed's examples
-# generate() keywords the generator sets itself, and the batch's own inputs
-RESERVED_GENERATION_KEYS = ("max_new_tokens", "eos_token_id", "pad_token_id", "use_cache", "input_ids",
-                            "attention_mask", "pixel_values")
 PREDICTIONS, FAILURES, SUMMARY = "predictions.jsonl", "failures.jsonl", "summary.json"
 MAX_LISTED = 10
 SAMPLED_BYTES = 1 << 20  # a base checkpoint is fingerprinted by each file's size, first and last MiB
 BAD_ID_CHARACTERS = ',"\r\n'
-
-
-class JobError(ValueError):
-    """A job that cannot run as asked; the message names the option, file or id and what to do."""
-
-
-@dataclass
-class JobOptions:
-    """The options of a concepts or captions job: the seed's, plus ``dtype`` and ``caption_language``.
-
-    Attributes:
-        base_model_path: a checkpoint folder or a hub id.
-        adapter_repo: a LoRA adapter folder (``adapter_config.json`` inside), or empty for the base alone.
-        batch_size: images per ``generate`` call.
-        max_new_tokens: longest answer; None: 150 for concepts, 100 for captions (the seed's examples).
-        load_in_4bit: NF4 4-bit weights (CUDA and bitsandbytes).
-        merge_adapters: merge the adapter into the base weights after loading (plain layers generate faster).
-        cui_mapping_file: a concept table, ``cui_mapping.csv`` or a UMLS ``META`` folder (``data.umls``).
-        auto_map_cuis: map the names the model writes to CUIs (``data.concept_map``); off: only the CUIs
-            the model writes itself reach the CUI file.
-        generation_kwargs: more ``generate`` keywords (``do_sample``, ``temperature``, ``top_p``,
-            ``num_beams``, ``repetition_penalty``); ``seed`` seeds sampling.
-        device: ``auto`` (CUDA when there is one), ``cpu``, ``cuda``, ``cuda:1``.
-        dtype: weights dtype: ``float32``, ``bfloat16`` or ``float16``.
-        checkpoint_interval: write answers to disk once this many are waiting; 0: after every batch.
-        prompt_language: ``en`` or ``es``: the prompts of samples a job builds (a samples file keeps its own).
-        caption_language: the language the caption prompt asks for, and of the fallback caption.
-    """
-
-    base_model_path: str
-    adapter_repo: str = ""
-    batch_size: int = 4
-    max_new_tokens: int | None = None
-    load_in_4bit: bool = False
-    merge_adapters: bool = False
-    cui_mapping_file: str = ""
-    auto_map_cuis: bool = True
-    generation_kwargs: dict = field(default_factory=dict)
-    device: str = "auto"
-    dtype: str = "float32"
-    checkpoint_interval: int = 0
-    prompt_language: str = "en"
-    caption_language: str = "en"
-
-    def __post_init__(self) -> None:
-        for item in fields(self):
-            _check_type(item.name, getattr(self, item.name), OPTION_TYPES[item.name])
-        if not self.base_model_path.strip():
-            raise JobError("base_model_path is empty; give a checkpoint folder or a hub id")
-        for name, lowest in (("batch_size", 1), ("max_new_tokens", 1), ("checkpoint_interval", 0)):
-            value = getattr(self, name)
-            if value is not None and value < lowest:
-                raise JobError(f"{name}={value}: use an int of at least {lowest}")
-        for name in ("prompt_language", "caption_language"):
-            if getattr(self, name) not in LANGUAGES:
-                raise JobError(f"{name}={getattr(self, name)!r}: use one of {list(LANGUAGES)}")
-        reserved = sorted(set(self.generation_kwargs) & set(RESERVED_GENERATION_KEYS))
-        if reserved:
-            raise JobError(f"generation_kwargs {reserved}: the job sets these itself; use the max_new_tokens "
-                           "option for the answer length")
-        if self.merge_adapters and not self.adapter_repo:
-            raise JobError("merge_adapters is on but adapter_repo is empty; give the adapter folder to merge")
-        resolve_dtype(self.dtype)
-
-
-OPTION_TYPES: dict[str, tuple[type, ...]] = {
-    "base_model_path": (str,), "adapter_repo": (str,), "batch_size": (int,),
-    "max_new_tokens": (int, type(None)), "load_in_4bit": (bool,), "merge_adapters": (bool,),
-    "cui_mapping_file": (str,), "auto_map_cuis": (bool,), "generation_kwargs": (dict,), "device": (str,),
-    "dtype": (str,), "checkpoint_interval": (int,), "prompt_language": (str,), "caption_language": (str,)}
-
-
-def _check_type(name: str, value: Any, kinds: tuple[type, ...]) -> None:
-    is_bool_for_int = isinstance(value, bool) and bool not in kinds
-    if is_bool_for_int or not isinstance(value, kinds):
-        wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-        raise JobError(f"{name}={value!r} ({type(value).__name__}): give {wanted}")
+MIN_IMAGE_SIDE = 8  # pixels: a smaller picture (a 1 x 1 placeholder, an icon) shows nothing to describe
 
 
 # ------------------------------------------------------------------------------------------- samples
@@ -287,13 +214,45 @@ class InputError(Exception):
         self.reason = reason
 
 
+def image_size(image_root: Path, relative: str) -> tuple[int, int] | None:
+    """Width and height of a 2D image file from its header (None for another file, a path that leaves the
+    root, or a file PIL cannot open: the collator reports those)."""
+    path = image_root / relative
+    if path.suffix.lower() not in IMAGE_SUFFIXES or leaves_root(image_root, relative) or not path.is_file():
+        return None
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError):
+        return None
+
+
+def too_small(sample: dict, image_root: Path) -> InputError | None:
+    """An ``image too small`` error for a sample with an image under :data:`MIN_IMAGE_SIDE` pixels a side."""
+    for turn in sample.get("conversations", []):
+        for part in collate.content_parts(turn):
+            is_image = part.get("type") == "image" and part.get("image_path")
+            size = image_size(image_root, str(part["image_path"])) if is_image else None
+            if size is not None and min(size) < MIN_IMAGE_SIDE:
+                error = ValueError(f"{part['image_path']} is {size[0]} x {size[1]} pixels; an image needs at "
+                                   f"least {MIN_IMAGE_SIDE} pixels on each side")
+                return InputError("image too small", error)
+    return None
+
+
 class InputCollator:
-    """A prompt collator whose errors are ``InputError`` with a reason: missing or unreadable image."""
+    """A prompt collator whose errors are ``InputError`` with a reason: missing, unreadable or too small
+    image."""
 
     def __init__(self, collator: collate.Collator):
         self.collator = collator
+        self.image_root = Path(collator.config.image_root)
 
     def __call__(self, samples: list[dict]) -> dict | None:
+        for sample in samples:
+            error = too_small(sample, self.image_root)
+            if error is not None:
+                raise error
         try:
             return self.collator(samples)
         except Exception as error:  # classified here, recorded per image by the job
@@ -369,6 +328,10 @@ def run_job(kind: str, samples: list[dict], image_root: str | Path, out_dir: str
 
     Returns:
         The summary (also written to ``summary.json``).
+
+    Raises:
+        JobError: before generating, options or samples that cannot work; after writing the files and the
+            summary, a job in which no image was answered (every row a fallback).
     """
     samples = select_samples(kind, samples, "samples")
     mapper = concept_mapper(options) if kind == "concepts" else None
@@ -393,4 +356,15 @@ def run_job(kind: str, samples: list[dict], image_root: str | Path, out_dir: str
                "resumed_answers": resumed, "failed": failure_summary(failures), "fallbacks": fallbacks,
                **details, "submission_check": check, "options": asdict(options)}
     write_json(summary, out_dir / SUMMARY)
+    if ids and summary["answered"] == 0:
+        raise JobError(nothing_answered(summary, out_dir, clef_outputs.OUTPUTS[kind]))
     return summary
+
+
+def nothing_answered(summary: dict[str, Any], out_dir: Path, written: str) -> str:
+    """Why a job whose every image failed is a failure, with the first error and where the rest are."""
+    failed = summary["failed"]
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in failed["reasons"].items()) or "no failure recorded"
+    first = f"; the first error: {failed['examples'][0]['error']}" if failed["examples"] else ""
+    return (f"no image of {summary['images']} was answered ({reasons}), so {out_dir / written} holds only "
+            f"fallback rows{first} ({out_dir / FAILURES} lists every image)")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,10 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainvlm.core.jsonio import read_json, read_jsonl, read_jsonl_numbered, write_json, write_jsonl
+from brainvlm.core.jsonio import read_json, read_jsonl, write_json, write_jsonl
 from brainvlm.core.seeding import set_seed
 from brainvlm.data import splits, synthetic_cxr
-from brainvlm.data.adapters.curriculum import from_curriculum, read_joins, record_ids
+from brainvlm.data.adapters.curriculum import from_curriculum, read_joins, read_records, record_ids, strip_ehr
+from brainvlm.data.adapters.images import check_image_path
 from brainvlm.data.curriculum import build_records
 from brainvlm.eval import answers
 from brainvlm.model import collate, features, lora
@@ -47,7 +47,6 @@ NAME = "report"
 PREFIX = "report_"
 TRAIN_NOTEBOOK = "05"
 SETTINGS_FILE = "settings.json"
-EHR_BLOCK = re.compile(r"Patient Data:\s*\{.*?\}\s*\n", re.DOTALL)
 MODES = ("image_only", "image_ehr")
 VARIANTS = {  # name -> stages replacing the params' list (same step budget)
     "b_only": [{"name": "B", "share": 1.0, "mode": "image_ehr"}],
@@ -155,13 +154,15 @@ def load_records(source: DataSource, out_dir: Path, seed: int, progress: bool = 
         raise ValueError(f"give {PREFIX}reports_table or {PREFIX}curriculum_files, not both")
     joins: dict[str, dict] = {}
     if source.curriculum_files:
-        records = [{**record, "_where": f"{path}:{number}"} for path in source.curriculum_files
-                   for number, record in read_jsonl_numbered(path)]
-        ehr, chexpert = read_joins(source.ehr_context or None, source.chexpert_dict or None)
-        joins = {"ehr_context": ehr, "chexpert": chexpert}
         if not source.image_root:
             raise ValueError(f"{PREFIX}image_root is needed with {PREFIX}curriculum_files: the records' image "
                              "paths are relative to it")
+        records = [{**record, "_where": f"{path}:{number}"} for path in source.curriculum_files
+                   for number, record in read_records(path)]
+        for record in records:  # a path out of the root is refused here; missing images by the validator
+            check_image_path(str(record.get("image", "")), source.image_root, record["_where"], must_exist=False)
+        ehr, chexpert = read_joins(source.ehr_context or None, source.chexpert_dict or None)
+        joins = {"ehr_context": ehr, "chexpert": chexpert}
         return records, source.image_root, joins
     if source.reports_table:
         table_path = Path(source.reports_table)
@@ -254,7 +255,7 @@ def ehr_off(sample: dict) -> dict:
     out = copy.deepcopy(sample)
     for part in out["conversations"][0]["content"]:
         if part["type"] == "text":
-            part["text"] = EHR_BLOCK.sub("", part["text"]).strip() or "Image:"
+            part["text"] = strip_ehr(part["text"]) or "Image:"
     out["metadata"] = {**out["metadata"], "mode": "image_ehr_off"}
     return out
 

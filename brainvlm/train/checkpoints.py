@@ -111,6 +111,30 @@ def load_rng(path: Path) -> dict[str, Any]:
                               "to start over") from err
 
 
+def load_fit_state(path: Path, types: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+    """``state.json`` of a checkpoint as the fit's keyword arguments, each of its type in ``types``.
+
+    Raises:
+        CheckpointError: not JSON, not an object, an unknown key or a value of another type, naming the file.
+    """
+    try:
+        state = read_json(path)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {str(err).removeprefix(f'{path}: ')}; the checkpoint is damaged: delete "
+                              "its folder to start over") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: the fit state is a JSON {type(state).__name__}, expected an object with "
+                              f"{sorted(types)}; the checkpoint is damaged or foreign: delete its folder to "
+                              "start over")
+    unknown = sorted(set(state) - set(types))
+    wrong = sorted(key for key, value in state.items()
+                   if key in types and (isinstance(value, bool) or not isinstance(value, types[key])))
+    if unknown or wrong:
+        raise CheckpointError(f"{path}: not a fit state brainvlm wrote (unknown keys {unknown}, values of the "
+                              f"wrong type {wrong}); delete the checkpoint folder to start over")
+    return state
+
+
 # ---------------------------------------------------------------------------------------- DeepSpeed
 def _file_hashes(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()

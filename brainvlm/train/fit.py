@@ -23,13 +23,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from brainvlm.core.jsonio import read_json
 from brainvlm.train.batching import batch_plan, global_batch_size, sample_lengths, stage_steps, step_indices
 from brainvlm.train.checkpoints import (
     RNG,
     STATE,
     TRAINABLE,
     latest_checkpoint,
+    load_fit_state,
     load_optimizer,
     load_rng,
     load_trainable,
@@ -164,6 +164,10 @@ class _Run:
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
+RUN_TYPES = {"stage": (int,), "stage_step": (int,), "global_step": (int,), "best_val_loss": (int, float, type(None)),
+             "samples": (int,), "tokens": (int,), "log": (list,)}  # what state.json may hold (see _Run)
+
+
 def train_step(model, collator, stage: Stage, step: int, config: TrainConfig, seed: int,
                stepper: Stepper, lengths: list[int] | None = None) -> dict[str, float]:
     """One optimizer step's forward/backward over this rank's micro-batches; returns loss and counts."""
@@ -262,7 +266,7 @@ def fit(model, collator, stages: list[Stage], config: TrainConfig, resume: bool 
         plan.to_csv(output / "batch_plan.csv", index=False)
     state, checkpoint = _Run(), latest_checkpoint(output) if resume else None
     if checkpoint is not None:
-        state = _Run(**read_json(checkpoint / STATE))
+        state = _Run(**load_fit_state(checkpoint / STATE, RUN_TYPES))
         load_trainable(model, checkpoint / TRAINABLE)
         set_rng_state(load_rng(checkpoint / RNG))
     if config.gradient_checkpointing:

@@ -62,3 +62,24 @@ def test_evaluate_clef_concepts_reports_a_refused_file(tmp_path, capsys):
     submission = _write(tmp_path / "sub.csv", "ID,CUIs\n1,C0040405\n2,\n")
     assert main(["evaluate", f"--clef-concepts={gold}", "--submission", submission]) == 1
     assert "1 gold images have no row (first ten: ['10'])" in capsys.readouterr().err
+
+
+def test_check_submission_accepts_crlf_and_spaced_captions_and_names_a_repeated_id(tmp_path, capsys):
+    ids = _write(tmp_path / "ids.csv", GOLD)
+    captions = tmp_path / "captions.csv"
+    captions.write_bytes(b'ID,Caption\r\n1, CT of the chest \r\n2,"MRI, axial\xc2\xa0"\r\n10,\r\n')
+    assert main(["check-submission", str(captions), "--ids", ids, "--kind", "captions"]) == 0
+    assert capsys.readouterr().out.strip() == f"{captions}: valid"
+    twice = _write(tmp_path / "twice.csv", "ID\n1\n2\n1\n")
+    assert main(["check-submission", str(captions), "--ids", twice, "--kind", "captions"]) == 1
+    assert capsys.readouterr().err.strip() == (f"brainvlm check-submission: {twice} row 4: duplicate id '1' "
+                                               "(first on row 2); an ids file lists each image once")
+
+
+def test_evaluate_clef_concepts_refuses_an_allowed_item_that_is_not_a_cui(tmp_path, capsys):
+    gold, manual = _write(tmp_path / "gold.csv", GOLD), _write(tmp_path / "manual.csv", MANUAL)
+    submission = _write(tmp_path / "sub.csv", "ID,CUIs\n1,C0040405\n2,\n10,C0817096\n")
+    assert main(["evaluate", "--clef-concepts", gold, "--manual", manual, "--submission", submission,
+                 "--allowed", "C0040405,foo"]) == 1
+    assert capsys.readouterr().err.strip() == ("brainvlm evaluate: allowed CUIs: 'foo' is not a CUI (C "
+                                               "followed by digits); give CUIs such as C0040405,C0817096")

@@ -181,7 +181,7 @@ def test_every_value_is_checked_against_the_declared_annotation(tmp_path, text, 
 
 
 def test_overrides_get_the_same_checks_and_an_int_is_a_float(tmp_path):
-    from brainvlm.app.cli import parse_overrides
+    from brainvlm.app.commands.common import parse_overrides
 
     nbs = write_notebooks(tmp_path / "nb", **{"01_typed": TYPED})
     params = tmp_path / "p.yaml"

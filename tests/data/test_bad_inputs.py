@@ -270,3 +270,18 @@ def test_the_mean_image_control_names_the_sample_of_a_broken_query(broken):
             "sample q-zero: $.conversations[0].content[2].image_path: cannot load 'zero/anat/zero_T1w.nii.gz' for "
             f"the mean image: {broken / 'zero/anat/zero_T1w.nii.gz'}: every voxel is 0")):
         controls.write_mean_image([sample("good"), sample("zero")], broken, ViewConfig(size=8, target_shape=None))
+
+
+def test_an_exclusion_that_empties_a_pool_names_the_table_and_the_task(tmp_path):
+    table = read_table(write(tmp_path / "pheno.tsv", "participant_id\tsex\tbmi\n" + "".join(
+        f"s{i:02d}\t{'MF'[i % 2]}\t{'n/a' if i == 0 else f'{20 + i}.5'}\n" for i in range(12))))
+    specs = [(TaskSpec(name="sex", task_type="categorical", target_col="sex", labels=SEX, num_pairs=1), None),
+             (TaskSpec(name="bmi", task_type="numerical", target_col="bmi", num_pairs=1), None)]
+    config = dataset.DataConfig(image_root=str(tmp_path), check_images="none")
+    with pytest.raises(CohortError) as caught:
+        dataset.prepare_tasks(table, specs, config)
+    assert str(caught.value) == (
+        f"{tmp_path / 'pheno.tsv'}: task 'bmi': split assignment leaves test/reference without subjects (11 "
+        "subjects in all); every split needs a query and a reference pool: add subjects, or exclude fewer. task "
+        "'bmi': 11 of 12 rows kept; excluded: missing_target: 1 (e.g. line 2, s00: bmi is 'n/a'). Check "
+        "image_root and image_pattern (missing_image), the target column and labels, and check_images")

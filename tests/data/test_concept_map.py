@@ -116,6 +116,11 @@ def test_a_labelled_list_without_its_columns_is_an_error(tmp_path):
     path.write_text("name,expected_cui,kind\nchest,C08,synonym\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"expected_cui on lines \[2\]"):
         read_labelled_names(path)
+    path.write_bytes("name,expected_cui,kind\nthorax \u00e9largi,C0817096,synonym\n".encode("latin-1"))
+    with pytest.raises(ValueError) as info:
+        read_labelled_names(path)
+    assert str(info.value) == (f"{path} line 2: byte 30 (0xe9) is not UTF-8 (invalid continuation byte); the "
+                               "file must be UTF-8 (is it Latin-1 or Windows-1252?): save it as UTF-8")
 
 
 def test_parse_concepts_maps_names_through_the_same_mapper(mapper):

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from brainvlm.app.cli import main_validate
+from brainvlm.app.commands.validate import main as main_validate
 from brainvlm.core.jsonio import write_jsonl
 from brainvlm.core.paths import PROJECT_ROOT
 from brainvlm.data.comparison import TaskSpec, build_samples

@@ -80,6 +80,27 @@ def test_a_malformed_mrsty_row_is_an_error_too(tmp_path):
         load_umls(tmp_path / "nothing")
 
 
+NO_ROW = "give the MRCONSO.RRF of a UMLS release (was the copy or download cut short?)"
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"", f"MRCONSO.RRF: the file holds no row (0 bytes); {NO_ROW}"),
+    (b"\n\n", f"MRCONSO.RRF: the file holds no row (2 bytes); {NO_ROW}"),
+    (_row(lat="FRE").encode() + b"\n",
+     ("MRCONSO.RRF: no English (LAT=ENG), non-suppressed (SUPPRESS=N) row; give an MRCONSO.RRF with "
+      "English names")),
+    (_row().encode() + b"\n" + _row(name="caf\u00e9").encode("latin-1") + b"\n",
+     ("MRCONSO.RRF:2: byte 50 of the line (0xe9) is not UTF-8 (invalid continuation byte); the file must be "
+      "UTF-8, as UMLS release files are: save it as UTF-8")),
+])
+def test_an_mrconso_without_concepts_or_not_in_utf8_is_an_error_not_an_empty_table(tmp_path, content, says):
+    mrconso = tmp_path / "MRCONSO.RRF"
+    mrconso.write_bytes(content)
+    with pytest.raises(ConceptTableError) as info:
+        load_umls(tmp_path)
+    assert str(info.value) == f"{tmp_path}/{says}"
+
+
 # --------------------------------------------------------------------------------------------- CSV
 def test_the_cui_mapping_csv_reads_names_and_synonyms(tables):
     table = read_cui_csv(tables / "cui_mapping.csv")
@@ -120,3 +141,20 @@ def test_a_malformed_csv_row_names_the_file_the_line_and_the_fix(tmp_path, text,
     with pytest.raises(ConceptTableError) as info:
         read_cui_csv(path)
     assert f"cui_mapping.csv{where}" in str(info.value) and says in str(info.value)
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    ("CUI,name\nC0817096,Poumon \u00e9largi\n".encode("latin-1"),
+     ("cui_mapping.csv line 2: byte 25 (0xe9) is not UTF-8 (invalid continuation byte); the file must be "
+      "UTF-8 (is it Latin-1 or Windows-1252?): save it as UTF-8")),
+    ("CUI,name\nC0817096,Chest\n".encode("utf-16"),
+     ("cui_mapping.csv: the file is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8; save it "
+      "as UTF-8")),
+    (b"CUI,name\n", "cui_mapping.csv: no concept below the header; give one CUI,name row per concept"),
+])
+def test_a_csv_not_in_utf8_or_without_concepts_names_the_file(tmp_path, content, says):
+    path = tmp_path / "cui_mapping.csv"
+    path.write_bytes(content)
+    with pytest.raises(ConceptTableError) as info:
+        read_cui_csv(path)
+    assert str(info.value) == f"{tmp_path}/{says}"

@@ -120,6 +120,83 @@ def test_a_file_the_evaluator_refuses_is_an_error_naming_the_row(tmp_path, submi
     assert says in str(info.value)
 
 
+def test_a_gold_token_that_is_not_a_cui_is_an_error_naming_file_row_and_value(tmp_path):
+    with pytest.raises(clef.SubmissionError) as info:
+        _score(tmp_path, "ID,CUIs\n1,C0040405\n2,C0817096;X0024485\n", "ID,CUIs\n1,C0040405\n2,\n")
+    assert str(info.value) == (f"{tmp_path / 'gold.csv'} row 3: 'X0024485' is not a CUI (C followed by "
+                               "digits); fix the gold file (every token of a gold row is scored as a "
+                               "concept)")
+
+
+UTF16 = "the file is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8; save it as UTF-8"
+LATIN1 = ("byte 18 (0xe9) is not UTF-8 (invalid continuation byte); the file must be UTF-8 (is it Latin-1 or "
+          "Windows-1252?): save it as UTF-8")
+
+
+@pytest.mark.parametrize(("name", "content", "says"), [
+    ("sub.csv", "ID,CUIs\n1,C1\n2,\n".encode("utf-16"), f"sub.csv: {UTF16}"),
+    ("gold.csv", "ID,CUIs\n1,C1\n2,C2 \u00e9\n".encode("latin-1"), f"gold.csv line 3: {LATIN1}"),
+])
+def test_a_file_that_is_not_utf8_names_the_file_and_asks_for_utf8(tmp_path, name, content, says):
+    files = {"gold.csv": b"ID,CUIs\n1,C1\n2,C2\n", "sub.csv": b"ID,CUIs\n1,C1\n2,\n", name: content}
+    paths = [_file(tmp_path / file, data) for file, data in files.items()]
+    with pytest.raises(clef.SubmissionError) as info:
+        clef.evaluate_clef_files(*paths)
+    assert str(info.value) == f"{tmp_path}/{says}"
+
+
+def test_rows_the_official_precheck_refuses_are_scored_as_the_evaluator_does_and_warned(tmp_path):
+    gold = "ID,CUIs\n1,C0040405;C0817096\n2,C0024485\n3,\n"
+    result = _score(tmp_path, gold, "ID,CUIs\n1,c0040405;C0817096\n2,MRI\n3,\n")
+    assert result["primary"] == pytest.approx((1.0 + 0.0 + 1.0) / 3)     # lower case scores as upper case
+    submission = tmp_path / "sub.csv"
+    assert result["warnings"] == [
+        f"{submission} row 2: ['c0040405'] are not CUIs: C (upper case) followed by digits",
+        f"{submission} row 3: ['MRI'] are not CUIs: C (upper case) followed by digits",
+        (f"{submission}: the official pre-check would refuse this file (2 violations); the scores are what "
+         "the evaluator gives it (brainvlm check-submission lists every violation)")]
+    assert _score(tmp_path, gold, "ID,CUIs\n1,C0040405;C0817096\n2,C0024485\n3,\n")["warnings"] == []
+
+
+def test_manual_ids_the_gold_lacks_count_zero_in_the_secondary_mean_as_the_evaluator_counts_them(tmp_path):
+    gold = "ID,CUIs\n1,C0040405\n2,C0000001\n"
+    manual = "ID,CUIs\n1,C0040405\n2,\n3,C0817096\n4,\n"          # 3 and 4 are not in the gold file
+    result = _score(tmp_path, gold, "ID,CUIs\n1,C0040405\n2,C0000001\n", manual)
+    # the official evaluator: F1 of the submitted images over len(manual) less the submitted images
+    # without an allowed gold concept: (1.0 + 0) / (4 - 1); images 3 and 4 are never submitted
+    assert result["secondary"] == pytest.approx(1.0 / 3)
+    assert (result["n_images_secondary"], result["n_manual_only"], result["n_images"]) == (3, 2, 2)
+    manual_path = tmp_path / "manual.csv"
+    assert result["warnings"][-2:] == [
+        (f"{manual_path} row 4: the id '3' is not in the gold file {tmp_path / 'gold.csv'}; the official "
+         "evaluator counts it in the secondary mean with F1 0"),
+        (f"{manual_path} row 5: the id '4' is not in the gold file {tmp_path / 'gold.csv'}; the official "
+         "evaluator counts it in the secondary mean with F1 0")]
+    table = clef.clef_per_image(tmp_path / "gold.csv", tmp_path / "sub.csv", manual_path)
+    assert list(table["id"]) == ["1", "2", "3", "4"] and list(table["secondary"].fillna(-1)) == [1, -1, 0, 0]
+
+
+EMPTY_ITEM = "an empty item (',,' or a comma at an end); give CUIs separated by single commas, or manual"
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("C1,foo", ("allowed CUIs: 'foo' is not a CUI (C followed by digits); give CUIs such as "
+                "C0040405,C0817096")),
+    ("C0040405,,C0817096", f"allowed CUIs 'C0040405,,C0817096': {EMPTY_ITEM}"),
+    ("", f"allowed CUIs '': {EMPTY_ITEM}"),
+])
+def test_an_allowed_list_with_a_token_that_is_not_a_cui_is_refused_naming_it(tmp_path, value, says):
+    with pytest.raises(ValueError) as info:
+        clef.parse_allowed(value)
+    assert str(info.value) == says
+    assert clef.parse_allowed(" c0040405, C0817096 ") == ["C0040405", "C0817096"]
+    assert clef.parse_allowed("manual") == list(clef.MANUAL_CUIS)
+    with pytest.raises(ValueError, match="'foo' is not a CUI"):
+        _score(tmp_path, "ID,CUIs\n1,C1\n", "ID,CUIs\n1,C1\n", "ID,CUIs\n1,C1\n", allowed=["C1", "foo"])
+    with pytest.raises(ValueError, match="the list is empty"):
+        clef.check_allowed_cuis([])
+
+
 # ---------------------------------------------------------------------------------- the property test
 @cache
 def _sklearn_f1(y_true: tuple[int, ...], y_pred: tuple[int, ...]) -> float:

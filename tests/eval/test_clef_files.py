@@ -25,7 +25,7 @@ def _rest(start: int) -> str:
     return "".join(f"{i},x\n" for i in IDS[start:])
 
 
-INVALID = [  # one hand-written file per rule: (kind, file content, rule, row)
+INVALID = [  # a hand-written file per rule, each refused by the official checker: (kind, content, rule, row)
     ("concepts", "ID,CUI\n" + VALID_CONCEPTS.split("\n", 1)[1], "header", 1),
     ("concepts", b"\xef\xbb\xbf" + VALID_CONCEPTS.encode(), "bom", 1),
     ("concepts", VALID_CONCEPTS.encode().replace(b"3,C0040405", b"3,C004\xe9405"), "encoding", 4),
@@ -35,7 +35,6 @@ INVALID = [  # one hand-written file per rule: (kind, file content, rule, row)
     ("concepts", VALID_CONCEPTS.replace("4,C0040405;C0817096", "4,C0040405,C0817096"), "columns", 5),
     ("concepts", VALID_CONCEPTS.replace("\n4,", "\n4 ,"), "whitespace", 5),
     ("concepts", VALID_CONCEPTS.replace("C0817096\n4", "C0817096 \n4"), "whitespace", 4),
-    ("concepts", VALID_CONCEPTS.replace("4,C0040405;", "4,C0040405; "), "whitespace", 5),
     ("concepts", VALID_CONCEPTS.replace("\n4,C0040405;", "\n3,C0040405;"), "duplicate-id", 5),
     ("concepts", VALID_CONCEPTS.replace("\n12,", "\n13,"), "unknown-id", 13),
     ("concepts", "ID,CUIs\n" + "".join(f"{i},C0040405\n" for i in sorted(IDS)), "order", 6),
@@ -47,10 +46,11 @@ INVALID = [  # one hand-written file per rule: (kind, file content, rule, row)
     ("concepts", VALID_CONCEPTS.replace("7,C0040405;C0817096", "7,C0040405;C0040405"), "duplicate-cui", 8),
     ("concepts", VALID_CONCEPTS.replace("7,C0040405;C0817096", "7," + ";".join(f"C{i}" for i in range(101))),
      "too-many", 8),
-    ("captions", "ID,Caption\n1,CT of the chest\n2,\n" + _rest(2), "empty-caption", 3),
-    ("captions", 'ID,Caption\n1,"CT of the\nchest"\n' + _rest(1), "line-break", 2),
-    ("captions", "ID,Caption\n1,CT of the chest, axial\n" + _rest(1), "quoting", 2),
-    ("captions", 'ID,Caption\n1,"CT, axial" chest\n' + _rest(1), "quoting", 2),
+    ("captions", 'ID,Caption\n1,"CT, axial\nof the chest"\n' + _rest(1), "line-break", 2),
+    ("captions", "ID,Caption\n1,CT of the chest, axial\n" + _rest(1), "unquoted-comma", 2),
+    ("captions", 'ID,Caption\n1,"CT, axial" chest\n' + _rest(1), "text-after-quote", 2),
+    ("captions", 'ID,Caption\n1,"CT of "the" chest, axial"\n' + _rest(1), "inner-quote", 2),
+    ("captions", 'ID,Caption\n1,"CT of the chest\n' + _rest(1), "unclosed-quote", 2),
 ]
 
 

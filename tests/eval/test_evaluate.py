@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from brainvlm.app.cli import main_evaluate
+from brainvlm.app.commands.evaluate import main as main_evaluate
+from brainvlm.data.adapters import AdapterError
 from brainvlm.data.adapters.vqa_rad import vqa_rad_to_samples
 from brainvlm.data.schema import validate_sample
 from brainvlm.eval.evaluate import evaluate_files
@@ -57,7 +58,7 @@ def test_adapter_strips_answer_types_and_names_bad_records(tmp_path):
     (sample,) = vqa_rad_to_samples(path)
     assert sample["metadata"]["answer_type"] == "CLOSED" and sample["metadata"]["split"] == "train"
     assert _answer(sample) == "2" and sample["conversations"][0]["content"][1]["text"] == "How many kidneys?"
-    with pytest.raises(FileNotFoundError, match=r"item \[0\] \(qid 7\) image 'x.jpg'"):
+    with pytest.raises(AdapterError, match=r"item \[0\] \(qid 7\): image .x.jpg. is not under the image root"):
         vqa_rad_to_samples(path, image_root=tmp_path)
     path.write_text(json.dumps([{**record, "image_organ": "LEG"}]), encoding="utf-8")
     with pytest.raises(ValueError, match=r"item \[0\] \(qid 7\) has image_organ 'LEG'"):

@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brainvlm.app import cli
+from brainvlm.app.commands import predict
 from brainvlm.app.params import complete_params, find_notebook, read_params
 from brainvlm.app.runner import run
 from brainvlm.core import jsonio
@@ -279,7 +279,7 @@ def test_generation_config_refuses_bad_sizes(field, value):
 
 
 def test_cli_names_an_unknown_task(trained, capsys):
-    assert cli.main_predict(["--run-dir", str(trained["run_dir"]), "--task", "age"]) == 1
+    assert predict.main(["--run-dir", str(trained["run_dir"]), "--task", "age"]) == 1
     assert "task 'age' is not in" in capsys.readouterr().err
 
 

@@ -311,6 +311,31 @@ def test_normalize_and_token_scores():
     assert vqametrics.token_scores("left", "Left.")["exact_match"] == 1.0
 
 
+def test_a_hyphenated_reference_word_is_recalled_only_whole():
+    refusal = ("I cannot see the image. Common MRI sequences are T1-weighted, T2, FLAIR and diffusion-weighted "
+               "imaging.")
+    assert vqametrics.token_scores("T2-weighted", refusal)["recall"] == 0.0
+    assert vqametrics.llava_med_script_recall("T2-weighted", refusal) == 1.0    # the script splits at hyphens
+    for answer in ("T2-weighted", "This is a T2 weighted MRI.", "t2-weighted image"):
+        assert vqametrics.token_scores("T2-weighted", answer)["recall"] == 1.0
+    assert vqametrics.reference_units("The T2-weighted, two-view image") == [
+        ("t2", "weighted"), ("2", "view"), ("image",)]
+    assert vqametrics.token_scores("T2-weighted image", "image of T1")["recall"] == 0.5
+    assert vqametrics.token_scores("left left lung", "left lung")["recall"] == pytest.approx(2 / 3)  # clipped
+
+
+@pytest.mark.parametrize("reference, prediction, recall", [
+    ("left lung", "left left left", 3 / 4),        # every occurrence in the answer counts (not clipped)
+    ("right upper lobe", "It is in the right lobe", 2 / 3),
+    ("2.5 cm", "about 2.5 cm", 1.0),
+    ("liver", "", 0.0),
+    ("liver", "spleen", 0.0),
+    ("Dont know", "don't know", 1 / 2),            # its contraction table is left out (see the docstring)
+])
+def test_llava_med_script_recall(reference, prediction, recall):
+    assert vqametrics.llava_med_script_recall(reference, prediction) == pytest.approx(recall)
+
+
 @pytest.mark.parametrize("reference, prediction, correct, parsed", [
     ("yes", "Yes, there is.", True, True),
     ("no", "No, there is no fracture.", True, True),

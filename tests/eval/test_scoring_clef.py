@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from brainvlm.app.cli import main_evaluate
+from brainvlm.app.commands.evaluate import main as main_evaluate
 from brainvlm.data.clef_tasks import MANUAL_CUIS
 from brainvlm.data.concept_map import ConceptMapper
 from brainvlm.eval import answers, captions, clef, clef_files, scoring

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from brainvlm.app import cli
+from brainvlm.app.commands import jobs
 from brainvlm.core.paths import PROJECT_ROOT
 from brainvlm.data.adapters.roco import roco_samples
 from brainvlm.eval import generate
@@ -115,6 +116,43 @@ def test_a_generation_error_is_retried_image_by_image_and_costs_only_its_image(b
         (ids[1], "generation error", "RuntimeError: CUDA out of memory (a stand-in)")]
     assert summary["answered"] == 3
     assert rows(tmp_path / "out" / "captions.csv")[2] == f"{ids[1]},Medical image."
+
+
+@pytest.mark.parametrize("kind", ["concepts", "captions"])
+def test_a_one_pixel_image_fails_as_too_small_and_falls_back(base, tmp_path, kind):
+    images, ids_file, ids = image_folder(tmp_path, 3)
+    Image.new("RGB", (1, 1)).save(images / f"{ids[1]}.png")
+    summary = run(kind, images, ids_file, tmp_path / "out", options(base))
+    failures = jsonl(tmp_path / "out" / "failures.jsonl")
+    assert [(f["id"], f["reason"], f["error"]) for f in failures] == [
+        (ids[1], "image too small",
+         f"ValueError: {ids[1]}.png is 1 x 1 pixels; an image needs at least 8 pixels on each side")]
+    assert (summary["answered"], summary["failed"]["reasons"]) == (2, {"image too small": 1})
+    fallback = f"{ids[1]}," if kind == "concepts" else f"{ids[1]},Medical image."
+    assert rows(tmp_path / "out" / f"{kind}.csv")[2] == fallback
+
+
+def test_a_job_whose_every_image_failed_is_an_error_and_the_command_exits_1(base, tmp_path, monkeypatch,
+                                                                            capsys):
+    images, ids_file, _ids = image_folder(tmp_path, 2)
+
+    def failing(*_):
+        raise ValueError("The following `model_kwargs` are not used by the model: ['temprature']")
+
+    monkeypatch.setattr(generate, "_generate_seeded", failing)
+    out = tmp_path / "out"
+    with pytest.raises(clef_jobs.JobError) as info:
+        run("concepts", images, ids_file, out, options(base))
+    assert str(info.value) == (
+        f"no image of 2 was answered (generation error: 2), so {out / 'concepts.csv'} holds only fallback "
+        "rows; the first error: ValueError: The following `model_kwargs` are not used by the model: "
+        f"['temprature'] ({out / 'failures.jsonl'} lists every image)")
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    check = summary["submission_check"]
+    assert (summary["answered"], summary["failed"]["count"], check["valid"]) == (0, 2, True)
+    assert cli.main(job_command("concepts", images, ids_file, tmp_path / "cli", base)) == 1
+    last = capsys.readouterr().err.splitlines()[-1]  # after the loading bar
+    assert last.startswith("brainvlm concepts: no image of 2 was answered (generation error: 2)")
 
 
 def test_names_the_model_writes_are_mapped_to_cuis_and_unmapped_ones_are_counted(base, tmp_path, monkeypatch):
@@ -225,15 +263,15 @@ def test_options_come_from_the_params_file_with_flags_over_it(tmp_path, capsys):
     params = tmp_path / "job.yaml"
     params.write_text("base_model_path: some/model\nbatch_size: 2\nload_in_4bit: true\n"
                       "generation_kwargs: {do_sample: false, num_beams: 2}\n", encoding="utf-8")
-    args = cli.job_parser("concepts").parse_args(["--out", "o", "--params", str(params), "--batch-size", "3",
+    args = jobs.job_parser("concepts").parse_args(["--out", "o", "--params", str(params), "--batch-size", "3",
                                                   "--no-load-in-4bit", "--roco-root", str(ROCO)])
-    got = cli.job_options(args, "concepts")
+    got = jobs.job_options(args, "concepts")
     assert (got.base_model_path, got.batch_size, got.load_in_4bit) == ("some/model", 3, False)
     assert got.generation_kwargs == {"do_sample": False, "num_beams": 2}
     assert got.cui_mapping_file == str(ROCO / "cui_mapping.csv")  # a ROCOv2 folder's own table by default
-    args = cli.job_parser("captions").parse_args(["--out", "o", "--base-model-path", "m",
+    args = jobs.job_parser("captions").parse_args(["--out", "o", "--base-model-path", "m",
                                                   "--generation-kwargs", '{"do_sample": true, "top_p": 0.9}'])
-    assert cli.job_options(args, "captions").generation_kwargs == {"do_sample": True, "top_p": 0.9}
+    assert jobs.job_options(args, "captions").generation_kwargs == {"do_sample": True, "top_p": 0.9}
 
     params.write_text("base_model_path: m\nbatch_sise: 2\n", encoding="utf-8")
     for argv, message in ((["--params", str(params)], f"{params}: unknown options ['batch_sise']"),
@@ -241,6 +279,11 @@ def test_options_come_from_the_params_file_with_flags_over_it(tmp_path, capsys):
                            "is not JSON"),
                           (["--base-model-path", "m", "--generation-kwargs", '{"max_new_tokens": 9}'],
                            "generation_kwargs ['max_new_tokens']: the job sets these itself"),
+                          (["--base-model-path", "m", "--generation-kwargs", '{"temprature": 0.7}'],
+                           ("generation_kwargs ['temprature']: not a setting of transformers' "
+                            "GenerationConfig (did you mean temperature?); generate() would refuse it for "
+                            "every image: use keys such as do_sample, temperature, top_p, top_k, num_beams, "
+                            "repetition_penalty, or seed")),
                           (["--base-model-path", "m", "--batch-size", "0"], "batch_size=0"),
                           (["--batch-size", "2"], "no base model: give --base-model-path"),
                           (["--base-model-path", "m", "--merge-adapters"], "merge_adapters is on")):

@@ -297,6 +297,23 @@ def test_a_crafted_pickle_in_a_checkpoint_is_refused(setup, crashed, tmp_path, m
     assert not marker.exists()  # nothing from the file ran
 
 
+@pytest.mark.parametrize("text, message", [
+    ("[]", ("state.json: the fit state is a JSON list, expected an object with ['best_val_loss', 'global_step', "
+            "'log', 'samples', 'stage', 'stage_step', 'tokens']; the checkpoint is damaged or foreign: delete its "
+            "folder to start over")),
+    ('{"stage": "1", "steps": 3}', ("state.json: not a fit state brainvlm wrote (unknown keys ['steps'], values of "
+                                     "the wrong type ['stage']); delete the checkpoint folder to start over")),
+])
+def test_a_fit_state_that_is_not_one_is_refused_naming_the_file(setup, crashed, tmp_path, text, message):
+    import shutil
+
+    work = tmp_path / "run"
+    shutil.copytree(crashed, work)
+    (checkpoints.latest_checkpoint(work) / "state.json").write_text(text)
+    with pytest.raises(checkpoints.CheckpointError, match=re.escape(message)):
+        run_fit(setup, work, resume=True)
+
+
 def test_deepspeed_files_that_changed_since_they_were_written_are_refused(tmp_path):
     ds = tmp_path / "deepspeed" / "state"
     ds.mkdir(parents=True)

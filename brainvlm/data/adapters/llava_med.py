@@ -30,8 +30,8 @@ from typing import Any
 
 from brainvlm.core.jsonio import JsonError, read_jsonl_numbered
 from brainvlm.data.adapters import AdapterError
+from brainvlm.data.adapters.images import check_image_path
 from brainvlm.data.adapters.llava import IMAGE_TOKEN, text_to_parts
-from brainvlm.data.image_paths import leaves_root
 
 DOMAIN_NAMES = {"abd": "abdomen", "abdomen": "abdomen", "chest": "chest", "head": "head"}
 DOMAIN_KEYS = {"abdomen": "abd", "chest": "chest", "head": "head"}  # the seed's keys, for writing
@@ -172,13 +172,15 @@ def _split(path: Path, split: str | None) -> str:
     return split
 
 
-def _check_image(image_root: str | Path, image: str, where: str) -> None:
-    if leaves_root(image_root, image):
-        raise AdapterError(f"{where}: image {image!r} lies outside the image root {image_root}; "
-                           "give a path relative to the root")
-    if not (Path(image_root) / image).is_file():
-        raise AdapterError(f"{where}: image {image!r} is not under the image root {image_root}; "
-                           "check the root or the record's image")
+def _check_unique(question_id: int | str, number: int, lines: dict, path: Path) -> None:
+    """Refuse a question id seen on an earlier line; ids compare as text (``1`` and ``"1"`` are one id)."""
+    key = str(question_id)
+    if key in lines:
+        first_id, first_line = lines[key]
+        same = "" if first_id == question_id else f" (as {first_id!r} on line {first_line}: ids compare as text)"
+        raise AdapterError(f"{path}: question_id {question_id!r} appears on lines {first_line} and {number}"
+                           f"{same}; question ids must be unique within a file")
+    lines[key] = (question_id, number)
 
 
 def read_llava_med(path: str | Path, split: str | None = None, image_root: str | Path | None = None,
@@ -188,7 +190,8 @@ def read_llava_med(path: str | Path, split: str | None = None, image_root: str |
 
     Args:
         split: ``train``/``val``/``test``; default: the split the file name names as a word.
-        image_root: when given, every ``image`` must exist under it (paths stay relative).
+        image_root: when given, every ``image`` must exist under it (paths stay relative) and may not be a
+            symlink out of it; an absolute path or one with ``..`` out of the root is refused always.
         modality: the image parts' modality (the format does not say).
         dataset: ``metadata.dataset`` and the id prefix.
         domain_names: domain strings and keys (lowercase) -> brainvlm domain names.
@@ -209,13 +212,8 @@ def read_llava_med(path: str | Path, split: str | None = None, image_root: str |
     for number, record in records:
         sample = record_to_sample(record, split, f"{path}:{number}", modality, dataset, domain_names)
         question_id = sample["metadata"]["question_id"]
-        if question_id in lines:
-            raise AdapterError(f"{path}: question_id {question_id!r} appears on lines {lines[question_id]} "
-                               f"and {number}; question ids must be unique within a file")
-        lines[question_id] = number
-        if image_root is not None:
-            where = f"{path}:{number} (question_id {question_id!r})"
-            _check_image(image_root, sample["metadata"]["image"], where)
+        _check_unique(question_id, number, lines, path)
+        check_image_path(sample["metadata"]["image"], image_root, f"{path}:{number} (question_id {question_id!r})")
         samples.append(sample)
     return samples
 

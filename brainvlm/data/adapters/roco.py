@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from brainvlm.data.adapters import AdapterError
+from brainvlm.data.adapters.images import check_image_path
 from brainvlm.data.clef_tasks import CONCEPTS_MARKER, caption_prompt, concepts_answer, concepts_prompt
 from brainvlm.data.umls import ConceptTable, ConceptTableError, load_concept_table
 
@@ -111,6 +112,11 @@ def _by_id(path: Path, columns: Sequence[str]) -> dict[str, tuple[int, dict[str,
     return found
 
 
+def id_lines(path: str | Path, columns: Sequence[str] = ("ID",)) -> dict[str, int]:
+    """Image id -> the line of its row in a ROCOv2 CSV file (the header is line 1)."""
+    return {image_id: line for image_id, (line, _) in _by_id(Path(path), columns).items()}
+
+
 def parse_cuis(field: str, where: str) -> list[str]:
     """The CUIs of a gold ``CUIs`` field (``C`` and seven digits, ``;``-separated; empty: none), in order.
 
@@ -144,6 +150,7 @@ def _require_image(root: Path, split: str, image_id: str, where: str) -> str:
     if path is None:
         raise AdapterError(f"{where}: image {image_id!r} has no file {split}/{image_id}.jpg (nor "
                            f"{', '.join(IMAGE_SUFFIXES[1:])}) under {root}; add it or remove the row")
+    check_image_path(path, root, where)
     return path
 
 
@@ -315,6 +322,9 @@ def image_folder_samples(image_dir: str | Path, ids_path: str | Path, tasks: Seq
     _check_tasks(tasks)
     ids = read_ids_file(ids_path)
     found = {image_id: _image_path(image_dir, "", image_id) for _, image_id in ids}
+    for line, image_id in ids:
+        check_image_path(found[image_id] or f"{image_id}{IMAGE_SUFFIXES[0]}", image_dir, f"{ids_path}:{line}",
+                         must_exist=False)
     absent = [f"{image_id} (line {line})" for line, image_id in ids if found[image_id] is None]
     if absent and missing == "error":
         raise AdapterError(f"{ids_path}: {len(absent)} ids have no image {'/'.join(IMAGE_SUFFIXES)} in "

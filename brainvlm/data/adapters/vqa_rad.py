@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from brainvlm.core.jsonio import read_json
+from brainvlm.data.adapters import AdapterError
+from brainvlm.data.adapters.images import check_image_path
 from brainvlm.data.schema import SPLITS
 
 ORGAN_DOMAINS = {"HEAD": "head", "CHEST": "chest", "ABD": "abdomen"}
@@ -25,23 +27,26 @@ def _split_of(json_path: Path, split: str | None) -> str:
         return split
     found = [s for s in SPLITS if s in json_path.stem.lower()]
     if len(found) != 1:
-        raise ValueError(f"{json_path}: cannot tell the split from the file name; pass split= (one of {SPLITS})")
+        raise AdapterError(f"{json_path}: cannot tell the split from the file name; pass split= (one of {SPLITS})")
     return found[0]
 
 
 def _check_record(record: object, index: int, json_path: Path) -> dict:
     if not isinstance(record, dict):
-        raise ValueError(f"{json_path}: item [{index}] is {type(record).__name__}, expected an object")
+        raise AdapterError(f"{json_path}: item [{index}] is {type(record).__name__}, expected an object")
     missing = [key for key in REQUIRED if key not in record]
     if missing:
-        raise ValueError(f"{json_path}: item [{index}] (qid {record.get('qid')!r}) lacks {missing}")
+        raise AdapterError(f"{json_path}: item [{index}] (qid {record.get('qid')!r}) lacks {missing}")
+    qid = record["qid"]
+    if isinstance(qid, bool) or not (isinstance(qid, int) or (isinstance(qid, str) and qid.strip().isdigit())):
+        raise AdapterError(f"{json_path}: item [{index}] has qid {qid!r}; a VQA-RAD qid is a whole number")
     organ = str(record["image_organ"]).strip().upper()
     if organ not in ORGAN_DOMAINS:
-        raise ValueError(f"{json_path}: item [{index}] (qid {record['qid']!r}) has image_organ "
+        raise AdapterError(f"{json_path}: item [{index}] (qid {record['qid']!r}) has image_organ "
                          f"{record['image_organ']!r}; expected one of {sorted(ORGAN_DOMAINS)}")
     kind = str(record["answer_type"]).strip().upper()
     if kind not in ("CLOSED", "OPEN"):
-        raise ValueError(f"{json_path}: item [{index}] (qid {record['qid']!r}) has answer_type "
+        raise AdapterError(f"{json_path}: item [{index}] (qid {record['qid']!r}) has answer_type "
                          f"{record['answer_type']!r}; expected CLOSED or OPEN")
     return {**record, "image_organ": organ, "answer_type": kind}
 
@@ -74,7 +79,8 @@ def vqa_rad_to_samples(json_path: str | Path, image_root: str | Path | None = No
     """Read a VQA-RAD question file (``trainset.json`` / ``testset.json``) as canonical ``vqa`` samples.
 
     Args:
-        image_root: when given, every ``image_name`` must exist under it (image paths stay relative).
+        image_root: when given, every ``image_name`` must exist under it (image paths stay relative) and may
+            not be a symlink out of it; an absolute path or one with ``..`` out of the root is refused always.
         split: ``train``/``val``/``test``; default: read from the file name.
         modality: the image parts' modality (VQA-RAD mixes CT, MRI and X-ray without saying which).
 
@@ -84,16 +90,15 @@ def vqa_rad_to_samples(json_path: str | Path, image_root: str | Path | None = No
     json_path = Path(json_path)
     records = read_json(json_path)
     if not isinstance(records, list):
-        raise ValueError(f"{json_path}: expected a JSON list of question records, got {type(records).__name__}")
+        raise AdapterError(f"{json_path}: expected a JSON list of question records, got {type(records).__name__}")
     split = _split_of(json_path, split)
     samples, seen = [], {}
     for index, raw in enumerate(records):
         record = _check_record(raw, index, json_path)
-        if record["qid"] in seen:
-            raise ValueError(f"{json_path}: qid {record['qid']!r} appears at items [{seen[record['qid']]}] and [{index}]")
-        seen[record["qid"]] = index
-        if image_root is not None and not (Path(image_root) / record["image_name"]).is_file():
-            raise FileNotFoundError(f"{json_path}: item [{index}] (qid {record['qid']!r}) image "
-                                    f"{record['image_name']!r} is not under the image root {image_root}")
+        number = int(record["qid"])
+        if number in seen:
+            raise AdapterError(f"{json_path}: qid {record['qid']!r} appears at items [{seen[number]}] and [{index}]")
+        seen[number] = index
+        check_image_path(str(record["image_name"]), image_root, f"{json_path}: item [{index}] (qid {record['qid']!r})")
         samples.append(record_to_sample(record, split, modality))
     return samples

@@ -1,0 +1,1 @@
+"""One module per ``brainvlm`` subcommand, each with ``HELP`` (one line) and ``main(argv) -> int``."""
