@@ -30,6 +30,8 @@ LAB_OVERRIDES = {
     # Progress bars survive a reopen of the working copy: widget state is saved with the notebook (git sees it
     # stripped, see .gitattributes).
     "@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True},
+    # No news fetched from the internet (clusters and this project's machines have no way out anyway).
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false"},
 }
 
 

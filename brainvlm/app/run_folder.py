@@ -90,13 +90,13 @@ def open_notebook(run_dir: str | Path, notebook: str, namespace: dict[str, Any])
     return folder
 
 
-def close_notebook(run_dir: Path, notebook: str, namespace: dict[str, Any]) -> Path | None:
-    """By hand: record the finished notebook in the run folder (provenance, status, index); returns the index.
+def close_notebook(run_dir: Path, notebook: str, namespace: dict[str, Any]) -> None:
+    """By hand: record the finished notebook in the run folder (provenance, status, index) and say where.
 
     Under the runner nothing happens here: the runner records its notebooks itself.
     """
     if under_runner():
-        return None
+        return
     from brainvlm.app.index import write_index
     from brainvlm.app.notebook_result import NotebookResult
     from brainvlm.app.params import discover_notebooks
@@ -120,4 +120,4 @@ def close_notebook(run_dir: Path, notebook: str, namespace: dict[str, Any]) -> P
     index = write_index(folder, results, Path("(notebooks run by hand)"),
                         effective_expectations(params, [nb for nb in discover_notebooks() if nb.name in entries]))
     mark_ended(folder)
-    return index
+    print(f"{notebook} recorded in the run folder {folder.name}: {index.name}, status.json, provenance.json")

@@ -43,8 +43,8 @@ def test_notebooks_run_by_hand_keep_a_normal_run_folder(by_hand, tmp_path):
     assert json.loads((opened / "status.json").read_text())["state"] == "running"
     (opened / "metrics").mkdir()
     (opened / "metrics" / "01_generate_data.json").write_text('{"brain.n_subjects": 48}')
-    index = run_folder.close_notebook(opened, "01_generate_data", namespace)
-    assert index.is_file() and "01_generate_data" in index.read_text()
+    run_folder.close_notebook(opened, "01_generate_data", namespace)
+    assert "01_generate_data" in (opened / "index.html").read_text()
     provenance = json.loads((opened / "provenance.json").read_text())
     assert provenance["notebook_params"]["01_generate_data"]["n_subjects"] == 48
     assert provenance["notebooks"][0]["status"] == "ok" and isinstance(provenance["threads"], int)
