@@ -18,6 +18,8 @@
 # *In: a phenotype table and NIfTI volumes (or the synthetic default cohort). Out: subject-disjoint
 # splits and multi-image comparison conversations, one JSONL per task and split, under `data/`.*
 #
+# *Needs: no other notebook.*
+#
 # Each sample is a reference-augmented comparison: the model sees a reference scan with its label
 # (or value), then a query scan, and answers for the query. Subjects never cross splits, and inside a
 # split the query and reference pools are disjoint, so a test answer can only come from unseen people.

@@ -17,6 +17,8 @@
 # # 02 · Validate the conversation data
 # *In: the JSONL files of notebook 01. Out: a validator report, the leakage audit, image and turn
 # statistics, and previews of the image views the model will see.*
+#
+# *Needs: 01_generate_data (its data).*
 
 # %% tags=["parameters"]
 run_dir: str = ""  # run folder, injected by the runner (empty: reports/interactive)

@@ -19,6 +19,8 @@
 # Out: the model's family and size, one sample rendered through its chat template, the pre-flight check
 # and one generation.*
 #
+# *Needs: 01_generate_data (its data) and 02_validate_data (its checks of that data).*
+#
 # The embedded default is the LLaVA-interleave architecture (Qwen2 language model, SigLIP vision tower,
 # projector) at tiny size with random weights and a tokenizer trained on the task's text. It is written
 # with `save_pretrained` and read back through `brainvlm.model.loader.load`, the same path a real checkpoint takes.

@@ -19,6 +19,8 @@
 # loss) under `models/<task>/`, loss curves, held-out accuracy and MAE with image controls, and the test
 # predictions under `predictions/`.*
 #
+# *Needs: 01_generate_data (its data) and 02_validate_data (its checks of that data).*
+#
 # A correct pipeline learns the planted effects from the images. Three controls show that it is the
 # images, not the prompt: with the query image blanked, or after training on images shuffled across
 # samples, accuracy falls to the majority rate; with the query image replaced by the reference image,

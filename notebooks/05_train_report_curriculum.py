@@ -19,6 +19,8 @@
 # and a base model. Out: `data/<report_task>/`, the curriculum adapter and a stage-B-only adapter under
 # `models/`, predictions under `predictions/`, and the tables below.*
 #
+# *Needs: no other notebook.*
+#
 # One model learns to write the Impression and the CheXpert labels from the image alone (stage A), then
 # adds the ICD codes with the patient's EHR in the prompt (stage B). The same model answers the same test
 # images with the EHR on and off; the difference shows what the EHR is worth, and the image controls (the

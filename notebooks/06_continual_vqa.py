@@ -20,6 +20,8 @@
 # the prompt keys and routing config under `models/`, answers under `predictions/` (also as LLaVA-Med
 # answer files), and the tables below.*
 #
+# *Needs: no other notebook.*
+#
 # The model learns the domains one after another. Four methods get the same model, LoRA configuration and
 # step budget: **sequential** fine-tuning of one LoRA (forgets), **replay** of a small buffer of earlier
 # questions, **joint** training on every domain at once (the upper bound), and the seed's method: one

@@ -19,6 +19,8 @@
 # predictions (`predictions/07_<task>_test.jsonl`), metric tables with bootstrap 95% intervals, figures
 # for papers under `figures/` and the headline metrics in `metrics/07_evaluate.json`.*
 #
+# *Needs: 01_generate_data (its test data) and 04_train_lora (its adapters).*
+#
 # Generation is batched with left padding and greedy by default; each finished batch is appended to the
 # predictions file, so a run stopped half-way picks up where it stopped. The same generation runs from a
 # shell: `python -m brainvlm predict --run-dir reports/<run> --task sex`.

@@ -19,6 +19,8 @@
 # folder) and a base model. Out: `data/concepts/`, `data/caption/`, a concepts adapter and a caption adapter
 # under `models/`, submission files under `submissions/` (checked), and the tables below.*
 #
+# *Needs: no other notebook.*
+#
 # Two concept detectors on the same test images: the generative one of the seed (the model writes concept
 # names, mapped to UMLS CUIs) and a multi-label classifier (logistic regression on the frozen base model's
 # image features, thresholds tuned on validation), both against the most frequent training concepts with

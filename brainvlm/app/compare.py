@@ -1,17 +1,24 @@
-"""Compare runs: every run's headline metrics in one table and one HTML page, seeds summarised.
+"""Compare runs: first whether each expectation held, then each study's headline metrics, seeds summarised.
 
-It reads only run folders (``metrics/*.json`` and the params in ``provenance.json``), so runs made on
-different machines compare. Runs whose params differ only in ``seed`` form a group: beside each run's value
-and bootstrap interval (``<metric>_lo``/``_hi`` or ``_ci_low``/``_ci_high`` in the same metrics file) the
-table gives the group's mean ± sd and min–max across seeds. A figure per metric shows it across the grid:
-the ``group_by`` key on the x axis, one line per setting of the other keys that vary.
+It reads only run folders (``metrics/*.json``, and the params, each notebook's outcome and expectations in
+``provenance.json``), so runs made on different machines compare. Runs whose params differ only in ``seed``
+form a group, summarised as mean ± sd and min–max across seeds.
 
-Written to ``out``: ``compare.csv`` (one row per run and metric), ``index.html``, ``figures/<metric>.png``.
+- Expectations: every ``expect`` rule a compared run holds (``notebook_params[<notebook>]["expect"]``, else
+  ``params["expect"]``), checked against every run's metrics: held, not met, or not measured and why (the
+  notebook failed, was not run, or was not part of the run).
+- Headline metrics: each metric an expectation names (a rule on an interval bound ``<m>_lo`` names ``<m>``)
+  and each metric published with a bootstrap interval (``<m>_lo``/``_hi`` or ``_ci_low``/``_ci_high``
+  beside it): what the notebooks report as results. A figure per headline metric shows it across the grid:
+  the ``group_by`` key on the x axis, one line per setting of the other keys that vary.
+
+Runs that failed, or lack a metric that others have, are named on the page, never left out. Written to
+``out``: ``compare.csv`` (one row per run and metric), ``expectations.csv`` (one row per run and
+expectation), ``index.html`` (``app.compare_page``), ``figures/<metric>.png``.
 """
 
 from __future__ import annotations
 
-import html
 import math
 import re
 from pathlib import Path
@@ -23,6 +30,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from brainvlm.app.compare_page import Page, write_page
+from brainvlm.app.notebook_result import NOT_RUN
+from brainvlm.app.report import expectation_rows
 from brainvlm.app.run_status import read_status
 from brainvlm.core.jsonio import dumps, read_json
 
@@ -37,19 +47,48 @@ class CompareError(ValueError):
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """A run folder's name, params (from ``provenance.json``) and numeric metrics (all notebooks merged)."""
+    """A run folder's name, params, numeric metrics (all notebooks merged), each notebook's outcome and the
+    expectations it held; a notebook the run left out (``not run: needs 04``) adds no metrics."""
     run_dir = Path(run_dir)
     provenance = run_dir / "provenance.json"
     if not provenance.is_file():
         raise CompareError(f"{run_dir}: not a run folder (no provenance.json); give folders that "
                            "`brainvlm run` wrote, e.g. reports/<run>/ or reports/<sweep>/runs/<run>/")
+    recorded = read_json(provenance)
+    outcomes = {n["name"]: n["status"] for n in recorded.get("notebooks", [])}
     metrics: dict[str, float] = {}
+    sources: dict[str, str] = {}  # metric -> the notebook that wrote it
     for path in sorted((run_dir / "metrics").glob("*.json")):
+        if outcomes.get(path.stem, "ok").startswith(NOT_RUN):
+            continue  # an earlier run's file: this run did not run the notebook
         for key, value in read_json(path).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+                sources[key] = path.stem
+            if value is not None and key in sources:
                 metrics[key] = float(value)
-    return {"name": run_dir.name, "dir": run_dir, "params": read_json(provenance).get("params", {}),
-            "metrics": metrics, "status": read_status(run_dir) or {}}
+    undefined = sorted(set(sources) - set(metrics))  # NaN on this data, written as null
+    return {"name": run_dir.name, "dir": run_dir, "params": recorded.get("params", {}), "metrics": metrics,
+            "undefined": undefined, "sources": sources, "outcomes": outcomes,
+            "expect": run_expectations(recorded, sources),
+            "status": read_status(run_dir) or {}}
+
+
+def run_expectations(provenance: dict[str, Any], sources: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """metric -> (notebook, rule): the ``expect`` each notebook ran with, else the params' ``expect``.
+
+    A rule given to several notebooks (a params file's ``expect`` goes to every notebook declaring
+    ``expect``) is the notebook's that measured it, else the first that holds it.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    per_notebook = provenance.get("notebook_params", {})
+    for notebook, values in per_notebook.items():
+        for metric, rule in (values.get("expect") or {}).items():
+            if metric not in found or sources.get(metric) == notebook:
+                found[metric] = (notebook, str(rule))
+    if not any("expect" in values for values in per_notebook.values()):
+        for metric, rule in (provenance.get("params", {}).get("expect") or {}).items():
+            found[metric] = (sources.get(metric, ""), str(rule))
+    return found
 
 
 def read_runs(folders: list[Path]) -> list[dict[str, Any]]:
@@ -59,22 +98,61 @@ def read_runs(folders: list[Path]) -> list[dict[str, Any]]:
 
 def run_notes(runs: list[dict[str, Any]]) -> list[str]:
     """What a reader of the comparison must be told: runs that failed or did not finish, runs without
-    metrics, and runs that share no metric (the table then compares nothing side by side)."""
+    metrics, runs that lack a headline metric others have (and why), and runs that share no metric."""
     notes = []
     for run in runs:
         status = run.get("status", {})
         if status.get("state") == "failed":
-            notes.append(f"run {run['name']} failed (notebook {status.get('notebook')}, cell {status.get('cell')}): "
-                         "only the notebooks that finished before it have metrics")
+            notes.append(failure_note(run))
         elif status.get("state") == "running":
             notes.append(f"run {run['name']} has not finished (its status is running): its metrics may be partial")
         if not run["metrics"]:
             notes.append(f"run {run['name']} has no metrics ({run['dir'] / 'metrics'} holds no numbers)")
+    headline = headline_metrics(runs)
+    for run in runs:
+        lacking = [m for m in headline if m not in point_metrics(run["metrics"])]
+        if lacking and run["metrics"]:
+            more = f" and {len(lacking) - 4} more" if len(lacking) > 4 else ""
+            notes.append(f"run {run['name']} lacks {', '.join(lacking[:4])}{more} "
+                         f"({why_missing(runs, run, lacking[0])})")
     measured = [run for run in runs if run["metrics"]]
     if len(measured) > 1 and not set.intersection(*(set(point_metrics(r["metrics"])) for r in measured)):
         listed = "; ".join(f"{r['name']}: {', '.join(sorted(point_metrics(r['metrics']))[:3])}" for r in measured)
         notes.append(f"the runs share no metric, so no metric is compared across runs ({listed})")
     return notes
+
+
+def failure_note(run: dict[str, Any]) -> str:
+    """``run X failed (notebook N, cell C)``, with the notebooks it did not run; when every notebook ran, the
+    run's error (expectations not met, or not measured)."""
+    status, outcomes = run["status"], run.get("outcomes", {})
+    head = f"run {run['name']} failed"
+    if not outcomes:  # a folder of a runner that stopped at the first failure
+        return (f"{head} (notebook {status.get('notebook')}, cell {status.get('cell')}): only the notebooks "
+                "that finished before it have metrics")
+    failed = [name for name, outcome in outcomes.items() if outcome == "failed"]
+    left_out = [f"{name} {outcome}" for name, outcome in outcomes.items() if outcome.startswith(NOT_RUN)]
+    if not failed and not left_out:  # every notebook ran: an expectation was not met or not measured
+        error = str(status.get("error", ""))
+        return f"{head}: every notebook ran; {error[:200] + ('...' if len(error) > 200 else '')}"
+    where = f" (notebook {status.get('notebook')}, cell {status.get('cell')})" if failed else ""
+    told = "".join(f"; {text}" for text in left_out)
+    return f"{head}{where}{told}; metrics come from the notebooks that finished"
+
+
+def why_missing(runs: list[dict[str, Any]], run: dict[str, Any], metric: str) -> str:
+    """Why ``run`` has no ``metric``: the notebook that measures it (in the other runs, or whose
+    expectation names it) failed, was not run, or was not part of the run; else ``not measured``."""
+    owners = [r["sources"].get(metric) or r["expect"].get(metric, ("", ""))[0] for r in runs]
+    notebook = next((name for name in owners if name), None)
+    outcome = run.get("outcomes", {}).get(notebook) if notebook else None
+    if notebook and run.get("outcomes") and outcome is None:
+        return f"{notebook} was not part of the run"
+    if outcome and not outcome.startswith("ok"):
+        return f"{notebook} {outcome}"
+    if run.get("status", {}).get("state") == "running":
+        return "the run has not finished"
+    return "not measured"
 
 
 def expand_folders(folders: list[Path]) -> list[Path]:
@@ -176,8 +254,51 @@ def _ordered(values) -> list:
         return list(values)
 
 
+def headline_metrics(runs: list[dict[str, Any]]) -> list[str]:
+    """The metrics shown first, in name order: each one an expectation of any run names (a rule on a bound
+    ``<m>_lo``/``_hi``/``_ci_low``/``_ci_high`` names ``<m>``), and each one published with a bootstrap
+    interval."""
+    points = {run["name"]: point_metrics(run["metrics"]) for run in runs}
+    measured = {m for values in points.values() for m in values}
+    with_interval = {m for values in points.values() for m, (_, lo, hi) in values.items()
+                     if not (math.isnan(lo) or math.isnan(hi))}
+    named = {interval_base(m, measured) for run in runs for m in run["expect"]}
+    return sorted((named & measured) | with_interval)
+
+
+def interval_base(metric: str, measured: set[str]) -> str:
+    """``<m>`` for an interval bound ``<m>_lo`` (any spelling of ``INTERVALS``) when ``<m>`` is measured."""
+    for suffix in (s for pair in INTERVALS for s in pair):
+        if metric.endswith(suffix) and metric[: -len(suffix)] in measured:
+            return metric[: -len(suffix)]
+    return metric
+
+
+def expectation_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run and expectation (every rule any run holds, checked against every run): group, run,
+    seed, notebook, metric, rule, measured, held (True, False, or None when not measured) and why not."""
+    rules = {}
+    for run in runs:
+        for metric, (notebook, rule) in run["expect"].items():
+            rules.setdefault((metric, rule), notebook)
+    rows = []
+    for (metric, rule), notebook in sorted(rules.items()):
+        for run in runs:
+            values = {**dict.fromkeys(run["undefined"]), **run["metrics"]}  # undefined (null) is not met
+            checked = expectation_rows(values, {metric: rule})
+            why = "" if checked else why_missing(runs, run, metric)
+            if metric in run["undefined"]:
+                why = "undefined on this data (null)"
+            rows.append({"group": run["group"], "run": run["name"], "seed": run["params"].get(SEED),
+                         "notebook": run["sources"].get(metric, notebook), "metric": metric, "rule": rule,
+                         "measured": run["metrics"].get(metric, float("nan")),
+                         "held": checked[0]["passed"] if checked else None, "why": why})
+    return pd.DataFrame(rows, columns=["group", "run", "seed", "notebook", "metric", "rule", "measured", "held",
+                                       "why"])
+
+
 def compare_runs(run_dirs: list[Path], out: Path, group_by: str | None = None) -> Path:
-    """Write ``compare.csv``, a figure per metric, and ``index.html``.
+    """Write ``compare.csv``, ``expectations.csv``, a figure per headline metric, and ``index.html``.
 
     Raises:
         CompareError: a folder that is not a run folder, or a ``group_by`` that is not a key that varies.
@@ -189,70 +310,17 @@ def compare_runs(run_dirs: list[Path], out: Path, group_by: str | None = None) -
     if group_by is not None and group_by not in keys:
         raise CompareError(f"--group-by {group_by}: not a params key that differs between these runs; "
                            f"keys that differ: {keys or 'none (the runs differ at most in seed)'}")
+    for run in runs:
+        run["group"] = group_label(run["params"], keys)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = compare_table(runs)
     table.to_csv(out / "compare.csv", index=False)
+    expectations = expectation_table(runs)
+    expectations.to_csv(out / "expectations.csv", index=False)
     x_key = group_by or (keys[0] if keys else None)
-    figures = {m: figure(table, m, x_key, out) for m in table["metric"].unique()}
-    return write_page(table, runs, keys, figures, out)
-
-
-def write_page(table: pd.DataFrame, runs: list[dict[str, Any]], keys: list[str], figures: dict[str, Path],
-               out: Path) -> Path:
-    """``index.html``: the notes (``run_notes``), then per metric a table of groups (each seed's value and
-    interval, mean ± sd, min–max)."""
-    sections = []
-    for metric, part in table.groupby("metric", sort=True):
-        image = f"<img src='{figures[metric].relative_to(out).as_posix()}' alt='{html.escape(metric)}'>"
-        sections.append(f"<section><h2>{html.escape(metric)}</h2>{metric_table(part)}{image}</section>")
-    listed = "".join(f"<li>{html.escape(r['name'])} <span class='dir'>{html.escape(str(r['dir']))}"
-                     "</span></li>" for r in runs)
-    notes = "".join(f"<p class='note'>Note: {html.escape(note)}</p>" for note in run_notes(runs))
-    page = PAGE.format(n=len(runs), keys=html.escape(", ".join(keys) or "none (seeds only)"), runs=listed,
-                       sections=notes + "\n".join(sections))
-    path = out / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path
-
-
-def metric_table(part: pd.DataFrame) -> str:
-    """One metric's rows: a group per row, its runs' values with intervals, and the seeds' summary."""
-    rows = [("<table><tr><th>group</th><th>runs (seed: value [95% interval])</th><th>mean ± sd</th>"
-             "<th>min–max</th><th>n</th></tr>")]
-    for group, runs in part.groupby("group", sort=False):
-        cells = "<br>".join(f"{html.escape(str(r.seed))}: {fmt(r.value)}{interval(r.lo, r.hi)}"
-                            for r in runs.itertuples())
-        first = runs.iloc[0]
-        rows.append(f"<tr><td>{html.escape(group)}</td><td>{cells}</td>"
-                    f"<td>{fmt(first.seeds_mean)} ± {fmt(first.seeds_sd)}</td>"
-                    f"<td>{fmt(first.seeds_min)}–{fmt(first.seeds_max)}</td><td>{int(first.seeds_n)}</td></tr>")
-    return "".join(rows) + "</table>"
-
-
-def fmt(value: float) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
-
-
-def interval(lo: float, hi: float) -> str:
-    return "" if math.isnan(lo) or math.isnan(hi) else f" [{fmt(lo)}, {fmt(hi)}]"
-
-
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>brainvlm compare</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; }}
-table {{ border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }}
-td, th {{ border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }}
-.dir {{ color: #777; font-size: 0.85em; }}
-.note {{ color: #a33; }}
-img {{ max-width: 640px; }}
-</style></head><body>
-<h1>Comparison of {n} runs</h1>
-<p>Keys that differ between runs: {keys}. Runs that differ only in seed are one group; the table beside
-each run's value and bootstrap interval gives the group's mean ± sd and min–max across seeds.
-All values: <a href="compare.csv">compare.csv</a>.</p>
-<details><summary>runs</summary><ul>{runs}</ul></details>
-{sections}
-</body></html>
-"""
+    headline = headline_metrics(runs)
+    figures = {m: figure(table, m, x_key, out) for m in headline}
+    missing = {(r["name"], m): why_missing(runs, r, m) for r in runs for m in headline
+               if m not in point_metrics(r["metrics"])}
+    return write_page(Page(runs, keys, table, expectations, headline, figures, run_notes(runs), missing), out)

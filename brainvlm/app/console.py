@@ -1,8 +1,9 @@
 """What a person sees at the console during ``brainvlm run``.
 
 A line when the run starts, a line as each notebook starts and as it ends (number in the run, name,
-status, duration), papermill's progress bar of the notebook's cells while it runs (on a terminal), and a
-summary with the path of ``index.html`` at the end. The kernel's own log lines (the start-up warning
+status, duration) or is left out (``not run: needs 04``), papermill's progress bar of the notebook's cells
+while it runs (on a terminal), and a summary with the path of ``index.html`` at the end. A sweep shows the
+notebook lines of each of its runs (``is_notebook_line``), prefixed with the run's name. The kernel's own log lines (the start-up warning
 ``[IPKernelApp] WARNING | Kernel is running over TCP without encryption``, the ``KeyboardInterrupt caught in
 kernel`` some kernels log as they shut down) are hidden unless ``verbose``; the notebook's outputs, errors
 included, go to the executed notebook either way.
@@ -10,6 +11,7 @@ included, go to the executed notebook either way.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from brainvlm.app.notebook_result import NotebookResult
 
 QUIET_KERNEL = ["--IPKernelApp.log_level=CRITICAL"]  # the kernel's own log (not the notebook's output)
+ERROR_INDENT = "      "  # the error under a failed notebook's line
+NOTEBOOK_LINE = re.compile(r"^\[\d+/\d+\] ")  # "[2/5] 04_train_lora ...": a notebook started, ended or left out
 
 
 @dataclass
@@ -60,15 +64,25 @@ class Console:
         self.say(f"[{index}/{total}] {name:30s} started  {time.strftime('%H:%M:%S')}")
 
     def notebook_ended(self, index: int, total: int, result: NotebookResult) -> None:
-        error = f"\n      {result.error}" if result.error else ""
+        error = f"\n{ERROR_INDENT}{result.error}" if result.error else ""
         self.say(f"[{index}/{total}] {result.name:30s} {result.status:8s} {duration(result.seconds)}{error}")
+
+    def notebook_skipped(self, index: int, total: int, result: NotebookResult) -> None:
+        """A notebook left out because a notebook it needs failed or was not run."""
+        self.say(f"[{index}/{total}] {result.name:30s} {result.status}")
 
     def run_ended(self, results: list[NotebookResult], index_html: Path) -> None:
         """The summary of every notebook of the run (those of earlier runs marked so) and the index."""
         self.say("")
         for r in results:
-            self.say(f"  {r.name:30s} {r.status:16s} {duration(r.seconds)}")
+            self.say(f"  {r.name:30s} {r.status:16s} {duration(r.seconds) if r.was_run else ''}".rstrip())
         self.say(f"report: {shown_path(index_html)}")
+
+
+def is_notebook_line(line: str) -> bool:
+    """Whether a line of ``brainvlm run``'s output is a notebook's start, end or leaving out, or the error
+    under a failed one: what a sweep shows of each run."""
+    return bool(NOTEBOOK_LINE.match(line)) or (line.startswith(ERROR_INDENT) and bool(line.strip()))
 
 
 def duration(seconds: float) -> str:

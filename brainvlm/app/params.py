@@ -245,3 +245,37 @@ def effective_expectations(params: dict[str, Any], notebooks: list[Notebook]) ->
 def find_notebook(number: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> Notebook:
     """The notebook numbered ``number`` (``"04"``)."""
     return select_notebooks(discover_notebooks(notebooks_dir), number)[0]
+
+
+NEEDS_LINE = re.compile(r"^\*?Needs:(.*)$", re.MULTILINE)  # "*Needs: 01_generate_data, 04_train_lora.*"
+NEEDED = re.compile(r"\b\d\d[a-z]?(?:_[a-z0-9_]+)?\b")  # a notebook's name, or its number alone
+
+
+def notebook_needs(notebook: Notebook, notebooks: list[Notebook]) -> list[str]:
+    """The notebooks whose outputs ``notebook`` reads, as its first markdown cell declares them.
+
+    The declaration is a line of that cell, ``*Needs: 01_generate_data, 04_train_lora.*`` (names or numbers),
+    or ``*Needs: no other notebook.*``; a notebook without the line needs nothing. The runner does not run a
+    notebook whose needed notebook failed or was not run (``app.runner``).
+
+    Args:
+        notebooks: every numbered notebook, to resolve the declared names against.
+
+    Returns:
+        The needed notebooks' names, in run order.
+
+    Raises:
+        ParamsError: a declared notebook that does not exist or does not come before ``notebook``.
+    """
+    cells = [c for c in jupytext.read(notebook.path).cells if c.cell_type == "markdown"]
+    match = NEEDS_LINE.search(cells[0].source) if cells else None
+    wanted = NEEDED.findall(match.group(1)) if match else []
+    known = {**{nb.number: nb for nb in notebooks}, **{nb.name: nb for nb in notebooks}}
+    unknown = [w for w in wanted if w not in known]
+    later = [known[w].name for w in wanted if w in known and known[w].path.name >= notebook.path.name]
+    if unknown or later:
+        raise ParamsError(f"{notebook.path.name}: its 'Needs:' line names {unknown or later}, "
+                          f"{'no such notebook' if unknown else 'not a notebook that runs before it'}; "
+                          f"known: {[nb.name for nb in notebooks]}")
+    needed = {known[w].name for w in wanted}
+    return [nb.name for nb in notebooks if nb.name in needed]

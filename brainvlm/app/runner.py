@@ -14,18 +14,20 @@ from typing import Any
 import jupytext
 import nbformat
 import papermill
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
 from brainvlm.app.console import Console
 from brainvlm.app.index import write_index
-from brainvlm.app.notebook_result import NotebookResult
+from brainvlm.app.notebook_result import NotebookResult, not_run
 from brainvlm.app.params import (
     Notebook,
     check_params,
     complete_params,
     discover_notebooks,
     effective_expectations,
+    notebook_needs,
     notebook_parameters,
     read_params,
     run_notebooks,
@@ -34,9 +36,9 @@ from brainvlm.app.provenance import read_metrics, write_provenance
 from brainvlm.app.report import expectation_rows
 from brainvlm.app.run_folder import RUNNER_VARIABLE, check_fits, recorded_params
 from brainvlm.app.run_names import check_run_name
-from brainvlm.app.run_status import mark_ended, mark_started
+from brainvlm.app.run_status import STATUS_FILE, mark_ended, mark_started, read_status
 from brainvlm.app.warning_filter import without_dependency_warnings
-from brainvlm.core.jsonio import read_json
+from brainvlm.core.jsonio import read_json, write_json
 from brainvlm.core.paths import NOTEBOOKS_DIR, REPORTS_DIR
 from brainvlm.core.threads import choose_threads, thread_environment
 
@@ -127,7 +129,11 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
         reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS_DIR,
         overrides: dict[str, Any] | None = None, console: Console | None = None,
         threads: int | None = None) -> list[NotebookResult]:
-    """Execute the run's notebooks in order; stop at the first failure.
+    """Execute the run's notebooks in order; a failure stops only the notebooks that need the failed one.
+
+    Each notebook declares the notebooks it needs (``*Needs: ...*`` in its first markdown cell,
+    ``params.notebook_needs``); one whose needed notebook of this run failed or was not run is left out
+    (``not run: needs 04``), and every other notebook still runs.
 
     Args:
         params_path: flat YAML params file; every key must be declared by a notebook of the run. Its
@@ -140,16 +146,18 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
             to this process; ``core.threads``), recorded in ``provenance.json``.
 
     Raises:
-        NotebookFailed: naming the failing notebook and cell, after writing index and provenance.
+        NotebookFailed: at the end, after writing index, provenance and status, when a notebook failed (named
+            with its cell), was not run, or missed an expectation; the message names each.
     """
     check_run_name(run_name)
     params_path = Path(params_path)
     params = {**read_params(params_path), **(overrides or {})}
-    every, notebooks = run_notebooks(params, discover_notebooks(notebooks_dir), only, source=str(params_path))
+    discovered = discover_notebooks(notebooks_dir)
+    every, notebooks = run_notebooks(params, discovered, only, source=str(params_path))
     check_params(params, every, source=str(params_path))  # --only runs a part of the same params file
+    needs = {nb.name: notebook_needs(nb, discovered) for nb in notebooks}
     run_dir = Path(reports_dir) / (run_name or params_path.stem)
     run_dir.mkdir(parents=True, exist_ok=True)
-    results = [NotebookResult(nb.name) for nb in notebooks]
     console = console or Console()
     console.run_started(run_dir, [nb.name for nb in notebooks])
     mark_started(run_dir, [nb.name for nb in notebooks])  # status.json: running, done or failed
@@ -158,14 +166,7 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
         check_fits(run_dir, planned[nb.name], f"{nb.name} with {params_path}")
     chosen = choose_threads(threads)
     with kernel_environment({**thread_environment(chosen), RUNNER_VARIABLE: "1"}):
-        for i, nb in enumerate(notebooks):
-            console.notebook_started(i + 1, len(notebooks), nb.name)
-            parameters = notebook_parameters(params, nb, run_dir.resolve())
-            results[i] = execute_notebook(nb, run_dir, parameters, console)
-            render_html(run_dir, nb.name)
-            console.notebook_ended(i + 1, len(notebooks), results[i])
-            if results[i].status != "ok":
-                break
+        results = execute_all(notebooks, needs, params, run_dir, console)
     results = earlier_results(run_dir, every, results)
     expect = effective_expectations(params, every)
     index = write_index(run_dir, results, params_path, expect)
@@ -173,23 +174,68 @@ def run(params_path: Path, run_name: str | None = None, only: str | None = None,
     recorded = {**recorded_params(run_dir), **{name: values for name, values in planned.items() if name in ran}}
     write_provenance(run_dir, params, params_path, results, chosen, notebook_params=recorded)
     console.run_ended(results, index)
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        mark_ended(run_dir, failed[0].name, failed[0].error)
-        raise NotebookFailed(failed[0].error + f" (partial output: {run_dir / (failed[0].name + '.ipynb')})")
-    if only is None:
-        try:
-            check_all_measured(expect, results)
-        except NotebookFailed as exc:
-            mark_ended(run_dir, None, str(exc))
-            raise
-    unmet = unmet_expectations([r for r in results if r.name in {nb.name for nb in notebooks}], expect)
-    if unmet:  # a result, not a crash: every notebook ran and is reported; the run still ends non-zero
-        message = f"expectations not met: {'; '.join(unmet)} (marked in {index})"
-        mark_ended(run_dir, None, message)
-        raise NotebookFailed(message)
+    mine = [r for r in results if r.name in needs]
+    problems = run_problems(run_dir, mine, results if only is None else None, expect, index)
+    record_results(run_dir, mine)
+    if problems:
+        failed = next((r.name for r in mine if r.status == "failed"), None)
+        mark_ended(run_dir, failed, "; ".join(problems))
+        raise NotebookFailed("; ".join(problems))
     mark_ended(run_dir)
     return results
+
+
+def execute_all(notebooks: list[Notebook], needs: dict[str, list[str]], params: dict[str, Any], run_dir: Path,
+                console: Console) -> list[NotebookResult]:
+    """Execute each notebook in order; leave out one whose needed notebooks (``needs``: name -> names) of
+    this run failed or were not run, marking it ``not run: needs 04``."""
+    results: dict[str, NotebookResult] = {}
+    for i, nb in enumerate(notebooks):
+        unmet = [name for name in needs[nb.name] if name in results and results[name].status != "ok"]
+        if unmet:
+            results[nb.name] = not_run(nb.name, unmet)
+            console.notebook_skipped(i + 1, len(notebooks), results[nb.name])
+            continue
+        console.notebook_started(i + 1, len(notebooks), nb.name)
+        parameters = notebook_parameters(params, nb, run_dir.resolve())
+        try:
+            results[nb.name] = execute_notebook(nb, run_dir, parameters, console)
+        except (DeadKernelError, CellTimeoutError) as exc:  # killed, out of memory: this notebook failed
+            results[nb.name] = NotebookResult(nb.name, "failed", error=f"{nb.name}: {type(exc).__name__}: {exc}")
+        if (run_dir / f"{nb.name}.ipynb").is_file():
+            render_html(run_dir, nb.name)
+        console.notebook_ended(i + 1, len(notebooks), results[nb.name])
+    return list(results.values())
+
+
+def run_problems(run_dir: Path, mine: list[NotebookResult], everything: list[NotebookResult] | None,
+                 expect: dict[str, Any], index: Path) -> list[str]:
+    """What makes the run end non-zero: each failed notebook (with its cell and partial output), each
+    notebook not run (and why), an expectation no notebook measured (``everything`` given, nothing failed)
+    and each unmet expectation.
+
+    Args:
+        mine: the results of the notebooks this run executed or left out.
+        everything: every notebook's result, earlier runs' included, for the check that each expectation
+            was measured; None skips it (a ``--only`` run).
+    """
+    failed = [r for r in mine if r.status == "failed"]
+    problems = [f"{r.error} (partial output: {run_dir / (r.name + '.ipynb')})" for r in failed]
+    problems += [f"{r.name} {r.status}" for r in mine if not r.was_run]
+    if everything is not None and not problems:
+        problems += unmeasured_expectations(expect, everything)
+    unmet = unmet_expectations(mine, expect)
+    if unmet:  # a result, not a crash: the notebook ran and is reported; the run still ends non-zero
+        problems.append(f"expectations not met: {'; '.join(unmet)} (marked in {index})")
+    return problems
+
+
+def record_results(run_dir: Path, results: list[NotebookResult]) -> Path:
+    """Add each notebook's outcome to ``status.json`` (``results``: name -> ``ok``, ``failed`` or
+    ``not run: needs 04``), so a reader of the folder alone sees what ran."""
+    status = read_status(run_dir) or {}
+    status["results"] = {r.name: r.status for r in results}
+    return write_json(status, Path(run_dir) / STATUS_FILE)
 
 
 def unmet_expectations(results: list[NotebookResult], expect: dict[str, Any]) -> list[str]:
@@ -245,10 +291,11 @@ def kernel_environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def check_all_measured(expect: dict[str, Any], results: list[NotebookResult]) -> None:
-    """An expectation that no notebook measured is an error, not a silent pass."""
+def unmeasured_expectations(expect: dict[str, Any], results: list[NotebookResult]) -> list[str]:
+    """An expectation that no notebook measured is an error, not a silent pass: its message, or none."""
     measured = {key for r in results for key in r.metrics}
     missing = sorted(set(expect) - measured)
-    if missing:
-        raise NotebookFailed(f"expect names metrics that no notebook of the run measured: {missing}; "
-                             f"measured: {sorted(measured)}")
+    if not missing:
+        return []
+    return [(f"expect names metrics that no notebook of the run measured: {missing}; "
+             f"measured: {sorted(measured)}")]

@@ -240,9 +240,9 @@ def states(layout: Layout, names: list[str]) -> dict[str, dict[str, Any]]:
 def run_sweep(request: SweepRequest, say=print) -> dict[str, dict[str, Any]]:
     """Run (or submit) the sweep's runs that are missing or failed; return every run's state at the end.
 
-    Locally the runs execute one after another; on SLURM they are one job array, and with ``wait`` the
-    call returns once none is pending or running. The comparison of the done runs is written once no run
-    is pending or running.
+    Locally the runs execute one after another, each notebook's start and end shown prefixed with the
+    run's name; on SLURM they are one job array, and with ``wait`` the call returns once none is pending or
+    running. Once no run is pending or running the comparison is written, failed runs included and named.
     """
     layout, runs, base = prepare(request)
     before = states(layout, [r.name for r in runs])
@@ -262,14 +262,29 @@ def run_sweep(request: SweepRequest, say=print) -> dict[str, dict[str, Any]]:
     if request.executor == "slurm" and request.wait:
         wait_for(layout, [r.name for r in runs], say)
     after = states(layout, [r.name for r in runs])
-    finished = [r for r in runs if after[r.name]["state"] == "done"]
-    if finished and not any(s["state"] in ("pending", "running") for s in after.values()):
-        from brainvlm.app.compare import compare_runs
-
-        page = compare_runs([layout.run_dir(r.name) for r in finished], layout.compare_dir)
-        missing = len(runs) - len(finished)
-        say(f"comparison: {page}" + (f" ({missing} runs not done are left out)" if missing else ""))
+    if not any(s["state"] in ("pending", "running") for s in after.values()):
+        write_comparison(layout, [r.name for r in runs], after, say)
     return after
+
+
+def write_comparison(layout: Layout, names: list[str], after: dict[str, dict[str, Any]], say) -> Path | None:
+    """Compare every run that left a run folder, failed ones included (the page names them), and say which
+    runs failed and which have no run folder to compare; None when no run has one."""
+    from brainvlm.app.compare import compare_runs
+    from brainvlm.app.console import shown_path
+
+    compared = [n for n in names if (layout.run_dir(n) / "provenance.json").is_file()]
+    absent = [n for n in names if n not in compared]
+    page = compare_runs([layout.run_dir(n) for n in compared], layout.compare_dir) if compared else None
+    failed = [name for name in names if after[name]["state"] == "failed"]
+    told = f" ({len(failed)} failed, named on the page)" if failed and page else ""
+    shown = shown_path(page) if page else "none written"
+    say(f"comparison of {len(compared)} of {len(names)} runs{told}: {shown}")
+    for name in failed:
+        say(state_line(name, after[name]))
+    if absent:
+        say(f"  left out, no run folder: {', '.join(absent)}")
+    return page
 
 
 def forget_failures(layout: Layout, runs: list[Run]) -> None:
@@ -282,11 +297,12 @@ def forget_failures(layout: Layout, runs: list[Run]) -> None:
 
 
 def run_local(layout: Layout, runs: list[Run], only: str | None, say) -> None:
-    """Run one after another in this process's working folder, each run's output in ``logs/<run>.log``."""
-    import subprocess
+    """Run one after another in this process's working folder, each run's output in ``logs/<run>.log``; show
+    each run's start and end, and each of its notebooks' (``app.console.is_notebook_line``) prefixed with the
+    run's name."""
     import time
 
-    from brainvlm.app.console import duration
+    from brainvlm.app.console import duration, shown_path
 
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
     log = {run.name: layout.logs_dir / f"{run.name}.log" for run in runs}
@@ -294,12 +310,33 @@ def run_local(layout: Layout, runs: list[Run], only: str | None, say) -> None:
                                    "log": str(log[run.name])} for run in runs})  # pending while this lives
     for i, run in enumerate(runs):
         start = time.perf_counter()
-        with open(log[run.name], "w", encoding="utf-8") as handle:
-            subprocess.run(run_command(layout, run.name, only), stdout=handle, stderr=subprocess.STDOUT,
-                           check=False)
+        say(f"[{i + 1}/{len(runs)}] {run.name} started {time.strftime('%H:%M:%S')} "
+            f"(log: {shown_path(log[run.name])})")
+        run_logged(run_command(layout, run.name, only), log[run.name],
+                   lambda line, name=run.name: say(f"  {name} | {line}"))
         state = run_state(layout.run_dir(run.name), None, {})
         took = duration(time.perf_counter() - start)
         say(f"[{i + 1}/{len(runs)}] {state_line(run.name, state).strip()} ({took})")
+
+
+def run_logged(command: list[str], log: Path, show) -> int:
+    """Run ``command``, its output (stdout and stderr) into ``log``; pass its notebook lines to ``show``.
+
+    Returns:
+        The command's exit status.
+    """
+    import subprocess
+
+    from brainvlm.app.console import is_notebook_line
+
+    with open(log, "w", encoding="utf-8") as handle:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   bufsize=1)
+        for line in process.stdout:
+            handle.write(line)
+            if is_notebook_line(line.rstrip("\n")):
+                show(line.rstrip())
+        return process.wait()
 
 
 def submit_slurm(layout: Layout, runs: list[Run], request: SweepRequest, say) -> None:

@@ -23,6 +23,7 @@ global batch (the loss is divided by the global count of answer tokens):
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -65,8 +66,16 @@ def init_distributed() -> None:
 
 
 def shutdown() -> None:
-    """Leave the process group (a process that exits without this can abort in the backend's threads)."""
+    """Leave the process group, in order: every rank done with its collectives (a barrier), the objects that hold
+    the group (FSDP2 modules, device meshes, optimizer wrappers) released, then the group destroyed.
+
+    A process that exits while a group or an object holding it is still alive destroys them at interpreter
+    exit, in no set order, where the backend's threads can abort the process (``terminate called without an
+    active exception``). Callers drop their references to the model before calling this.
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -60,8 +60,55 @@ def test_runs_differing_only_in_seed_are_summarised_beside_each_run_s_interval(t
     assert "brain.acc_lo" not in set(table["metric"])  # an interval bound is not a metric of its own
     text = page.read_text()
     assert "0.7 ± 0.1414" in text and "0.6–0.8" in text and "0.8 [0.7, 0.9]" in text
-    assert (tmp_path / "cmp" / "figures" / "brain.acc.png").stat().st_size > 0
-    assert (tmp_path / "cmp" / "figures" / "brain.n.png").is_file()
+    assert (tmp_path / "cmp" / "figures" / "brain.acc.png").stat().st_size > 0  # a headline: it has an interval
+    assert not (tmp_path / "cmp" / "figures" / "brain.n.png").exists()  # a count: folded, no figure
+
+
+def study_run(folder, name, params, acc, failed=False):
+    """A run of 04 and 07 as the runner leaves it: 04 expects brain.acc >= 0.7 and brain.d_lo >= 0; a failed
+    run's 04 failed at cell 12, its 07 was not run, and an earlier run's 07 metrics file is still there."""
+    run_dir = folder / name
+    (run_dir / "metrics").mkdir(parents=True)
+    outcomes = {"04_train_lora": "failed", "07_evaluate": "not run: needs 04"} if failed else \
+        {"04_train_lora": "ok", "07_evaluate": "ok"}
+    (run_dir / "provenance.json").write_text(json.dumps({
+        "params": params, "notebooks": [{"name": n, "status": s, "seconds": 1.0} for n, s in outcomes.items()],
+        "notebook_params": {} if failed else {"04_train_lora": {"expect": {"brain.acc": ">= 0.7",
+                                                                           "brain.d_lo": ">= 0"}},
+                                              "07_evaluate": {"expect": {}}}}))
+    if failed:
+        (run_dir / "status.json").write_text(json.dumps({"state": "failed", "notebook": "04_train_lora", "cell": 12,
+                                                         "error": "04_train_lora: cell 12 raised ValueError"}))
+    else:
+        (run_dir / "status.json").write_text(json.dumps({"state": "done"}))
+        (run_dir / "metrics" / "04_train_lora.json").write_text(json.dumps(
+            {"brain.acc": acc, "brain.n": 10, "brain.d": acc - 0.5, "brain.d_lo": acc - 0.6, "brain.d_hi": acc - 0.4}))
+    (run_dir / "metrics" / "07_evaluate.json").write_text(json.dumps(
+        {"brain.sex.accuracy": acc, "brain.sex.accuracy_ci_low": acc - 0.1, "brain.sex.accuracy_ci_high": acc + 0.1}))
+    return run_dir
+
+
+def test_the_page_leads_with_expectations_then_headline_metrics_and_names_what_is_missing(tmp_path):
+    runs = [study_run(tmp_path, f"lr={lr}_seed={seed}", {"brain_lr": lr, "seed": seed}, acc, failed)
+            for lr, seed, acc, failed in ((0.001, 0, 0.6, False), (0.001, 1, 0.8, False),
+                                          (0.002, 0, 0.9, False), (0.002, 1, 0.9, True))]
+    page = compare_runs(runs, tmp_path / "cmp").read_text()
+    expectations = pd.read_csv(tmp_path / "cmp" / "expectations.csv")
+    failed = expectations[expectations["run"] == "lr=0.002_seed=1"].set_index("metric")
+    assert failed.loc["brain.acc", "why"] == "04_train_lora failed" and pd.isna(failed.loc["brain.acc", "held"])
+    assert page.index("<h2>Expectations") < page.index("<h2>Headline metrics") < page.index("<summary>All ")
+    assert "1 of 2 held</b><div>0.7 ± 0.1414 · min 0.6</div>" in page  # the seeds of brain_lr=0.001
+    assert "seed 1: — not measured: 04_train_lora failed" in page
+    assert "5 of 8 checks held" in page  # 2 rules x 4 runs: the failed run measured neither
+    headline = page[page.index("<h2>Headline metrics"):page.index("<summary>All ")]
+    for metric in ("brain.acc", "brain.d", "brain.sex.accuracy"):  # named by a rule (d by d_lo), or an interval
+        assert f"<td>{metric}</td>" in headline and (tmp_path / "cmp" / "figures" / f"{metric}.png").is_file()
+    assert "brain.n<" not in headline and not (tmp_path / "cmp" / "figures" / "brain.n.png").exists()
+    assert "missing in lr=0.002_seed=1 (07_evaluate not run: needs 04)" in headline
+    table = pd.read_csv(tmp_path / "cmp" / "compare.csv")
+    assert "lr=0.002_seed=1" not in set(table["run"])  # its 07 metrics file is an earlier run's: left out
+    assert ("Note: run lr=0.002_seed=1 failed (notebook 04_train_lora, cell 12); 07_evaluate not run: needs 04; "
+            "metrics come from the notebooks that finished") in page
 
 
 def test_group_by_must_be_a_key_that_differs_and_folders_must_be_runs(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from brainvlm.app.index import write_index
+from brainvlm.app.notebook_result import not_run
 from brainvlm.app.report import (
     ExpectationError,
     check_expectations,
@@ -58,6 +59,17 @@ def test_index_shows_each_expectation_and_whether_it_held(run_folder):
     assert "<td>brain.n_test</td><td>124</td>" in page  # a metric without an expectation is listed too
     assert "<td>brain.bmi_mae_ratio</td><td>—</td>" in page  # a NaN metric (written as null) shows a dash
     assert "never_measured" not in page
+
+
+def test_a_notebook_not_run_is_marked_and_links_to_no_earlier_file(run_folder):
+    results = [NotebookResult("04_train_lora", "failed", 2.0, error="04_train_lora: cell 3 raised ValueError: x"),
+               not_run("07_evaluate", ["04_train_lora"])]
+    page = write_index(run_folder, results, run_folder / "p.yaml").read_text(encoding="utf-8")
+    assert ("<tr class='not-run'><td>07_evaluate<div class='links'></div></td>"
+            "<td class='status'>not run: needs 04</td>") in page
+    assert 'href="07_evaluate.html"' not in page  # the folder holds an earlier run's 07_evaluate.html
+    assert "<p class='outcome bad'>0 of 2 notebooks finished · 04_train_lora failed · 07_evaluate not run: needs 04" \
+        in page
 
 
 def test_the_main_figure_is_a_thumbnail_linking_to_the_report(run_folder):

@@ -13,6 +13,7 @@ from brainvlm.app.params import (
     check_params,
     declared_parameters,
     discover_notebooks,
+    notebook_needs,
     read_params,
 )
 from brainvlm.app.report import ExpectationError, check_expectations
@@ -95,20 +96,78 @@ def test_run_injects_params_and_run_dir_and_writes_reports(tmp_path, capfd):
     assert provenance["params"] == {"n": 7} and provenance["packages"]["papermill"] != "not installed"
 
 
-def test_failing_notebook_names_the_cell_keeps_output_and_stops(tmp_path):
-    nbs = write_notebooks(tmp_path / "nb", **{"01_bad": BAD, "02_good": GOOD.replace("01_good", "02_good")})
+def test_a_failure_stops_only_the_notebooks_that_need_it(tmp_path):
+    needs_01 = GOOD.replace("# # Good\n", "# # Good\n# *Needs: 01_bad.*\n").replace("01_good", "02_good")
+    nbs = write_notebooks(tmp_path / "nb", **{"01_bad": BAD, "02_good": needs_01,
+                                              "03_good": GOOD.replace("01_good", "03_good")})
     params = tmp_path / "p.yaml"
     params.write_text("fail_at: 5\n")
     console = Console(stream=io.StringIO())
-    with pytest.raises(NotebookFailed, match=r"01_bad: cell \d+ .*ValueError: planned failure 5"):
+    with pytest.raises(NotebookFailed, match=r"01_bad: cell \d+ .*ValueError: planned failure 5.*; "
+                                             r"02_good not run: needs 01$"):
         run(params, run_name="r", reports_dir=tmp_path / "reports", notebooks_dir=nbs, console=console)
     run_dir = tmp_path / "reports" / "r"
-    assert re.search(r"^\[1/2\] 01_bad +failed +\d+\.\d s\n +01_bad: cell \d+ .*planned failure 5$",
-                     console.stream.getvalue(), re.MULTILINE)
-    assert "[2/2]" not in console.stream.getvalue()
+    shown = console.stream.getvalue()
+    assert re.search(r"^\[1/3\] 01_bad +failed +\d+\.\d s\n +01_bad: cell \d+ .*planned failure 5$", shown,
+                     re.MULTILINE)
+    assert re.search(r"^\[2/3\] 02_good +not run: needs 01$", shown, re.MULTILINE)
+    assert re.search(r"^\[3/3\] 03_good +ok +\d+\.\d s$", shown, re.MULTILINE)  # it stands alone: it runs
+    assert re.search(r"^  02_good +not run: needs 01$", shown, re.MULTILINE)  # the summary
     assert (run_dir / "01_bad.ipynb").is_file() and (run_dir / "01_bad.html").is_file()
-    assert not (run_dir / "02_good.ipynb").exists()
-    assert "failed" in (run_dir / "index.html").read_text()
+    assert not (run_dir / "02_good.ipynb").exists() and (run_dir / "03_good.ipynb").is_file()
+    page = (run_dir / "index.html").read_text()
+    assert "<tr class='not-run'><td>02_good" in page and "not run: needs 01" in page
+    assert "1 of 3 notebooks finished · 01_bad failed · 02_good not run: needs 01" in page
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    assert [n["status"] for n in provenance["notebooks"]] == ["failed", "not run: needs 01", "ok"]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert (status["state"], status["notebook"]) == ("failed", "01_bad")
+    assert status["results"] == {"01_bad": "failed", "02_good": "not run: needs 01", "03_good": "ok"}
+
+
+def test_an_unmet_expectation_is_a_result_the_run_goes_on_and_ends_non_zero(tmp_path):
+    measured = GOOD.replace("n: int = 2  # how many", "n: int = 2  # how many\nexpect: dict = {}")
+    needs_01 = (GOOD.replace("# # Good\n", "# # Good\n# *Needs: 01_good.*\n").replace("01_good.json", "02_good.json")
+                .replace('{"n_squared": n * n}', '{"n_cubed": n ** 3}'))
+    nbs = write_notebooks(tmp_path / "nb", **{"01_good": measured, "02_good": needs_01})
+    params = tmp_path / "p.yaml"
+    params.write_text("expect: {n_squared: '>= 100'}\n")
+    with pytest.raises(NotebookFailed, match=r"^expectations not met: 01_good: n_squared = 4 \(expected >= 100\)"):
+        run(params, run_name="r", reports_dir=tmp_path / "reports", notebooks_dir=nbs)
+    run_dir = tmp_path / "reports" / "r"
+    assert (run_dir / "metrics" / "02_good.json").is_file()  # 01 ran (its result missed): 02 runs
+    page = (run_dir / "index.html").read_text()
+    assert "2 of 2 notebooks finished · 1 expectation not met" in page and "✗ not met" in page
+    status = json.loads((run_dir / "status.json").read_text())
+    assert (status["state"], status["notebook"], status["results"]) == ("failed", None, {"01_good": "ok",
+                                                                                         "02_good": "ok"})
+
+
+def test_needs_lines_name_earlier_notebooks(tmp_path):
+    def needs(line: str) -> list[str]:
+        third = GOOD.replace("# # Good\n", f"# # C\n{line}\n")
+        folder = write_notebooks(tmp_path / str(len(list(tmp_path.iterdir()))),
+                                 **{"01_a": GOOD, "02_b": GOOD, "03_c": third})
+        notebooks = discover_notebooks(folder)
+        return notebook_needs(notebooks[2], notebooks)
+
+    assert needs("# *Needs: 01_a (its data) and 02.*") == ["01_a", "02_b"]
+    assert needs("# *Needs: no other notebook.*") == [] and needs("# no line") == []
+    with pytest.raises(ParamsError, match=r"03_c.py: its 'Needs:' line names \['01_x'\], no such notebook"):
+        needs("# *Needs: 01_x.*")
+    with pytest.raises(ParamsError, match=r"names \['03_c'\], not a notebook that runs before it"):
+        needs("# *Needs: 03.*")
+
+
+def test_every_notebook_declares_what_it_needs():
+    from brainvlm.core.paths import NOTEBOOKS_DIR
+
+    notebooks = discover_notebooks(NOTEBOOKS_DIR)
+    for nb in notebooks:
+        assert "*Needs:" in nb.path.read_text().split("# %% tags=")[0], f"{nb.name}: no *Needs: ...* line"
+    needs = {nb.number: [n[:2] for n in notebook_needs(nb, notebooks)] for nb in notebooks}
+    assert needs == {"01": [], "02": ["01"], "03": ["01", "02"], "04": ["01", "02"], "05": [], "06": [],
+                     "07": ["01", "04"], "08": []}
 
 
 def test_expectation_never_measured_is_an_error(tmp_path):

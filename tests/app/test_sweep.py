@@ -86,8 +86,8 @@ def test_bad_sweep_files_are_errors_naming_the_file(tmp_path, text, message):
 
 @pytest.mark.parametrize("spec, message", [
     (SweepSpec({"brain_lrate": [0.1]}), r"grid key 'brain_lrate': no notebook of the run declares it"),
-    (SweepSpec({"brain_lr": ["1e-4"]}), r"brain_lr = '1e-4' is a str, but notebook 04_train_lora declares "
-                                        r"`brain_lr: float`; YAML 1.1"),
+    (SweepSpec({"brain_lr": ["1e-4"]}), (r"brain_lr = '1e-4' is a str, but notebook 04_train_lora declares "
+                                        r"`brain_lr: float`; YAML 1.1")),
     (SweepSpec({"split_fractions": [0.7]}), r"split_fractions = 0.7 is a float.*`split_fractions: list`"),
     (SweepSpec({"n_subjects": [40, 40]}), "repeats a value"),
     (SweepSpec({"n_subjects": []}), "grid n_subjects has no values"),
@@ -208,3 +208,14 @@ def test_status_of_a_sweep_that_does_not_exist_says_so(tmp_path):
     with redirect_stderr(err):
         assert main(["sweep", "--status", "--name", "nosuch", "--reports-dir", str(tmp_path)]) == 1
     assert "no sweep.json" in err.getvalue()
+
+
+def test_a_local_sweep_shows_the_notebook_lines_of_brainvlm_run():
+    from brainvlm.app.console import is_notebook_line
+
+    shown = ["[1/3] 01_generate_data               started  17:35:49", "[2/3] 04_train_lora  failed   6.4 s",
+             "      04_train_lora: cell 3 (execution count 3) raised KeyError: 'x'",
+             "[3/3] 07_evaluate                    not run: needs 04"]
+    hidden = ["brainvlm run r: 3 notebooks (01, 04, 07) -> reports/r/", "", "      ",
+              "  01_generate_data               ok               9.3 s", "report: reports/r/index.html"]
+    assert [is_notebook_line(line) for line in shown + hidden] == [True] * len(shown) + [False] * len(hidden)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from brainvlm.app.runner import run
 from brainvlm.core.paths import PARAMS_DIR, PROJECT_ROOT
 from brainvlm.studies import base, brain
 
@@ -35,15 +34,17 @@ def test_ci_params_train_the_same_through_the_notebook_and_the_command_line(ci_r
     assert settings(ci_run, "cli_sex") == settings(ci_run, "sex")
 
 
-@pytest.mark.slow
-def test_an_empty_params_file_trains_with_notebook_04s_defaults(tmp_path):
+def test_an_empty_params_file_gives_notebook_04s_defaults(tmp_path):
+    """An empty file trains as notebook 04 opened and run as stored: every setting from its parameters cell
+    (the embedded default). The ci test above checks that the command line then trains the same model."""
+    from brainvlm.app.commands.train import study_params
+    from brainvlm.app.params import declared_parameters, find_notebook
+
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
-    run(empty, run_name="empty", reports_dir=tmp_path, only="01,04")
-    done = cli_train(empty, tmp_path / "empty", "cli_sex")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert settings(tmp_path / "empty", "cli_sex") == settings(tmp_path / "empty", "sex")
-    assert settings(tmp_path / "empty", "sex")["epochs"] == 2.0  # notebook 04's default, nowhere else
+    declared = {k: v for k, v in declared_parameters(find_notebook("04").path).items() if k != "run_dir"}
+    assert study_params("brain", empty, {}) == declared
+    assert brain.settings_for(study_params("brain", empty, {}), "sex").epochs == declared["brain_epochs"]
 
 
 def test_the_command_line_checks_keys_as_run_does(tmp_path):

@@ -41,7 +41,7 @@ def main() -> int:
     except fit.TrainingInterrupted as stop:
         print(f"interrupted: {stop}")
     print(f"sharded: {distributed.is_sharded(model)}")
-    distributed.barrier()
+    del model, collator  # the FSDP2 modules hold the process group: release them before it is destroyed
     distributed.shutdown()
     return 0
 

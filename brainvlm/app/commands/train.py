@@ -89,11 +89,12 @@ def _train(args: argparse.Namespace, params: dict) -> int:
     try:
         trained = study_module(args.study).train(params, args.task, run_dir, name=args.name, resume=args.resume,
                                                  stop_after=args.stop_after, progress=not args.no_progress)
-        distributed.barrier()
+        described = _describe(trained, args.task, size) if rank == 0 else ""
+        del trained  # its model holds the process group (FSDP2, DeepSpeed): released before the group goes
     finally:
         distributed.shutdown()
     if rank == 0:
-        print(_describe(trained, args.task, size))
+        print(described)
     return 0
 
 

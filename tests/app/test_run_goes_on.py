@@ -1,0 +1,96 @@
+"""A run goes on past a failed notebook and past an unmet expectation, and a sweep compares its runs when one
+failed: real notebooks on params/ci.yaml.
+
+One run (module fixture) executes 04, 05, 06, 07 and 08 with two problems: notebook 04 finds no data (01 is
+not part of the run, so nothing stops 04 from starting, and it raises), and notebook 05 is given an
+expectation it cannot meet. 07 needs 04, so it is not run; 05, 06 and 08 stand alone, so they run. About three
+minutes on 2 busy CPU cores (05 takes about a minute, 06 and 08 about 45 s each).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pytest
+import yaml
+
+from brainvlm.app.console import Console
+from brainvlm.app.runner import NotebookFailed, run
+from brainvlm.app.sweep import SweepRequest, run_sweep
+from brainvlm.app.sweep_spec import SweepSpec
+from brainvlm.core.paths import PARAMS_DIR
+
+UNMET = {"expect": {"report.n_test": ">= 100000"}}  # 05 measures a few dozen test images
+NOT_RUN_07 = "not run: needs 04"
+
+
+@pytest.fixture(scope="module")
+def partial_run(tmp_path_factory):
+    """The run folder, the console's text and the error the run ended with."""
+    reports = tmp_path_factory.mktemp("reports")
+    console = Console(stream=io.StringIO())
+    with pytest.raises(NotebookFailed) as ended:
+        run(PARAMS_DIR / "ci.yaml", run_name="partial", only="04,05,06,07,08", reports_dir=reports,
+            overrides=UNMET, console=console)
+    return reports / "partial", console.stream.getvalue(), str(ended.value)
+
+
+def test_an_unmet_expectation_in_05_still_runs_06_and_08_and_ends_non_zero(partial_run):
+    run_dir, shown, error = partial_run
+    for name in ("05_train_report_curriculum", "06_continual_vqa", "08_detect_concepts_and_caption"):
+        assert f"{name} " in shown and (run_dir / "metrics" / f"{name}.json").is_file(), name
+    assert "expectations not met: 05_train_report_curriculum: report.n_test = " in error
+    assert "(expected >= 100000)" in error
+    page = (run_dir / "index.html").read_text(encoding="utf-8")
+    assert "<td>report.n_test</td>" in page and "✗ not met" in page
+    assert "1 expectation not met" in page
+
+
+def test_a_failed_04_marks_07_not_run_and_05_still_runs(partial_run):
+    run_dir, shown, error = partial_run
+    assert error.startswith("04_train_lora: cell ") and "run notebook 01_generate_data for this run first" in error
+    assert f"07_evaluate {NOT_RUN_07}" in error
+    lines = [line.split() for line in shown.splitlines() if line.startswith("[")]
+    ends = {words[1]: " ".join(words[2:]) for words in lines if words[2] != "started"}
+    assert ends["04_train_lora"].startswith("failed") and ends["07_evaluate"] == NOT_RUN_07
+    for name in ("05_train_report_curriculum", "06_continual_vqa", "08_detect_concepts_and_caption"):
+        assert ends[name].startswith("ok"), name
+    assert not (run_dir / "07_evaluate.ipynb").exists()
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    outcomes = {n["name"]: n["status"] for n in provenance["notebooks"]}
+    assert outcomes == {"04_train_lora": "failed", "05_train_report_curriculum": "ok", "06_continual_vqa": "ok",
+                        "07_evaluate": NOT_RUN_07, "08_detect_concepts_and_caption": "ok"}
+    status = json.loads((run_dir / "status.json").read_text())
+    assert (status["state"], status["notebook"]) == ("failed", "04_train_lora")
+    assert status["results"] == outcomes
+    page = (run_dir / "index.html").read_text(encoding="utf-8")
+    assert f"<td class='status'>{NOT_RUN_07}</td>" in page
+    assert "3 of 5 notebooks finished · 04_train_lora failed · 07_evaluate not run: needs 04" in page
+
+
+def test_a_sweep_with_a_failed_run_writes_its_comparison_and_names_the_run(tmp_path):
+    base = yaml.safe_load((PARAMS_DIR / "ci.yaml").read_text())
+    base.update(n_subjects=24, tasks=[task for task in base["tasks"] if task["name"] == "sex"])
+    params = tmp_path / "base.yaml"
+    params.write_text(yaml.safe_dump(base, sort_keys=False))
+    said: list[str] = []
+    request = SweepRequest(params, SweepSpec({"check_images": ["exists", "bogus"]}), "s", tmp_path / "reports",
+                           only="01")
+    states = run_sweep(request, say=said.append)
+    assert {name: state["state"] for name, state in states.items()} == {
+        "check_images=exists": "done", "check_images=bogus": "failed"}
+    shown = "\n".join(said)
+    assert "[1/2] check_images=exists started" in shown
+    assert "  check_images=exists | [1/1] 01_generate_data" in shown  # each notebook, prefixed by its run
+    assert any(line.startswith("  check_images=bogus | [1/1] 01_generate_data") and "failed" in line
+               for line in said), shown
+    assert re.search(r"^\[2/2\] check_images=bogus +failed +01_generate_data: cell \d+ .*CohortError", shown,
+                     re.MULTILINE)
+    page = tmp_path / "reports" / "s" / "compare" / "index.html"
+    assert f"comparison of 2 of 2 runs (1 failed, named on the page): {page}\n  check_images=bogus " in shown
+    assert said[-1].split()[:3] == ["check_images=bogus", "failed", "01_generate_data:"]
+    text = page.read_text(encoding="utf-8")
+    assert "Note: run check_images=bogus failed (notebook 01_generate_data, cell" in text
+    assert "run check_images=bogus has no metrics" in text
