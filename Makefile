@@ -53,7 +53,7 @@ tests/browser/node_modules/.installed: tests/browser/package-lock.json
 
 test: $(VENV)/.installed system-packages tests/browser/node_modules/.installed
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder tests -p no:cacheprovider
+	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder tests -p no:cacheprovider --durations=25
 
 # JupyterLab from .venv on localhost, with a token; the URL it prints opens it.
 lab: $(VENV)/.installed
