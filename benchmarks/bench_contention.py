@@ -7,8 +7,8 @@ in a fresh process each time. It runs alone, beside one and beside two un-niced 
 (``python -c 'while 1: pass'``), two ways:
 
 * **chosen**: the environment brainvlm gives a run (``core.threads``: threads = cores available to the
-  process, OpenMP threads that sleep while they wait, no tokenizer pool);
-* **torch default**: none of that (torch's own thread count, OpenMP's spinning waits).
+  process, OpenMP threads that spin briefly before they sleep, no tokenizer pool);
+* **torch default**: none of that (torch's own thread count, libgomp's long spinning waits).
 
 Each slowdown is printed against the same way alone, measured in the same run.
 
@@ -65,7 +65,7 @@ print(json.dumps({"seconds": time.perf_counter() - start, "threads": torch.get_n
 """
 
 BUSY = "while 1: pass"
-CONTROLLED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY",
+CONTROLLED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
               "TOKENIZERS_PARALLELISM")
 
 

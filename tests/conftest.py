@@ -29,7 +29,7 @@ from brainvlm.core.threads import available_cores
 DATA = Path(__file__).parent / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded from a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: waiting threads sleep (core.threads)
+os.environ.setdefault("GOMP_SPINCOUNT", "5000")  # before torch loads: short spinning waits (core.threads)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

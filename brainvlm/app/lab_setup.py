@@ -16,10 +16,12 @@ import json
 import sys
 from pathlib import Path
 
+from brainvlm.core.threads import SPIN_COUNT
+
 KERNEL_NAME = "brainvlm"
 KERNEL_DISPLAY_NAME = "brainvlm (.venv)"
-# OpenMP threads sleep while they wait, and the tokenizers start no pool: a kernel shares the machine well.
-KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
+# OpenMP threads spin only briefly while they wait, and the tokenizers start no pool (core.threads).
+KERNEL_ENV = {"GOMP_SPINCOUNT": SPIN_COUNT, "TOKENIZERS_PARALLELISM": "false"}
 
 POST_SAVE_HOOK = "brainvlm.app.lab_hooks.refresh_git_entry"  # keeps git status clean after a save (see there)
 # JupyterLab's documented place for settings defaults of an environment: <prefix>/share/jupyter/lab/settings.

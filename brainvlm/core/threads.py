@@ -9,8 +9,12 @@ other process on the machine. So a run uses
 2. ``OMP_NUM_THREADS`` when set (the OpenMP convention, also what SLURM jobs and clusters set), else
 3. the cores available to this process: its affinity mask, capped by its cgroup CPU quota;
 
-and its OpenMP threads sleep while they wait (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning.
-``benchmarks/bench_contention.py`` measures what this changes beside other CPU-bound processes.
+and its OpenMP threads spin only briefly before they sleep while they wait (``GOMP_SPINCOUNT=5000``, libgomp's
+setting: torch's Linux wheels use libgomp, whose default spins 300,000 times). Spinning threads take turns from
+every other process on the machine; threads that sleep at once (``OMP_WAIT_POLICY=PASSIVE``) wake too slowly
+for a small model's many short parallel regions. ``benchmarks/bench_contention.py`` measures both sides:
+notebook 05's training on 2 cores, 60 steps: 5.9 s alone with libgomp's default, 7.0 s with 5000 spins;
+beside two busy processes 10.9x slower with the default, about 2x with 5000 spins (PASSIVE: 1.8x slower alone).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 from pathlib import Path
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+SPIN_COUNT = "5000"  # libgomp's spins before a waiting thread sleeps (its default: 300,000); see above
 
 
 def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -69,10 +74,10 @@ def choose_threads(requested: int | None = None) -> int:
 
 
 def thread_environment(threads: int) -> dict[str, str]:
-    """Environment for a process started with ``threads`` threads: OpenMP/BLAS counts, sleeping waits, and no
-    thread pool of the tokenizers (they encode one short text at a time here)."""
+    """Environment for a process started with ``threads`` threads: OpenMP/BLAS counts, short spinning waits,
+    and no thread pool of the tokenizers (they encode one short text at a time here)."""
     env = {name: str(threads) for name in THREAD_VARIABLES}
-    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    env["GOMP_SPINCOUNT"] = SPIN_COUNT
     env["TOKENIZERS_PARALLELISM"] = "false"
     return env
 
@@ -80,8 +85,8 @@ def thread_environment(threads: int) -> dict[str, str]:
 def use_threads(threads: int | None = None) -> int:
     """Set this process's thread count (see the module docstring); returns it.
 
-    Environment variables reach libraries loaded after this call (torch reads ``OMP_WAIT_POLICY`` when it
-    loads); torch, if loaded, gets ``set_num_threads``. Variables the user already set are kept.
+    Environment variables reach libraries loaded after this call (libgomp reads ``GOMP_SPINCOUNT`` when torch
+    loads it); torch, if loaded, gets ``set_num_threads``. Variables the user already set are kept.
     """
     chosen = choose_threads(threads)
     for name, value in thread_environment(chosen).items():

@@ -17,7 +17,7 @@ def test_setup_installs_the_kernel_the_notebooks_name(tmp_path):
     assert lab_setup.main(["--venv", str(tmp_path)]) == 0
     spec = json.loads((tmp_path / "share/jupyter/kernels/brainvlm/kernel.json").read_text())
     assert spec["display_name"] == "brainvlm (.venv)" and spec["argv"][0] == sys.executable
-    assert spec["env"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert spec["env"]["GOMP_SPINCOUNT"] == "5000"
     named = {jupytext.read(p).metadata["kernelspec"]["name"] for p in NOTEBOOKS_DIR.glob("0*.py")}
     assert named == {lab_setup.KERNEL_NAME}
     overrides = json.loads((tmp_path / "share/jupyter/lab/settings/overrides.json").read_text())

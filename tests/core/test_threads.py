@@ -11,7 +11,7 @@ from brainvlm.core import threads
 
 @pytest.fixture
 def no_thread_env(monkeypatch):
-    for name in (*threads.THREAD_VARIABLES, "OMP_WAIT_POLICY", "TOKENIZERS_PARALLELISM"):
+    for name in (*threads.THREAD_VARIABLES, "GOMP_SPINCOUNT", "TOKENIZERS_PARALLELISM"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -49,14 +49,14 @@ def test_available_cores_is_the_affinity_capped_by_the_quota(monkeypatch):
     assert threads.available_cores() == 4
 
 
-def test_use_threads_sets_torch_and_sleeping_waits(no_thread_env):
+def test_use_threads_sets_torch_and_short_waits(no_thread_env):
     import torch
 
     before = torch.get_num_threads()
     try:
         assert threads.use_threads(1) == 1
         assert torch.get_num_threads() == 1
-        assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+        assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["GOMP_SPINCOUNT"] == threads.SPIN_COUNT
         assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
     finally:
         torch.set_num_threads(before)
