@@ -106,7 +106,9 @@ save_figure(fig, run_dir, "02_sample_statistics");
 # mid-slices in one RGB image, and a montage of axial slices.
 
 # %%
-previews = dataset.find_modality_images(image_root, n_per_modality=n_preview)
+previews = dataset.sample_images([s for task in manifest["tasks"].values() for s in read_jsonl(task["files"]["train"])],
+                                 n_per_modality=n_preview)  # images the samples use: any layout, none excluded
+assert previews, "the training samples name no image: see notebook 01's exclusions"
 configs = {"axial": views.ViewConfig(view="axial", size=preview_size),
            "orthogonal": views.ViewConfig(view="orthogonal", size=preview_size),
            "montage": views.ViewConfig(view="montage", size=preview_size * 2, k=9)}

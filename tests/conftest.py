@@ -62,32 +62,18 @@ def run_default(tmp_path_factory, only: str) -> tuple[Path, float]:
     import papermill
 
     from brainvlm.app.params import find_notebook
+    from brainvlm.app.runner import kernel_environment
     from brainvlm.core.paths import NOTEBOOKS_DIR
 
     reports = tmp_path_factory.mktemp("reports")
     executed = tmp_path_factory.mktemp("executed")
     start = time.perf_counter()
-    with environment(BRAINVLM_REPORTS_DIR=str(reports)):
+    with kernel_environment({"BRAINVLM_REPORTS_DIR": str(reports)}):
         for number in only.split(","):
             nb = find_notebook(number)
             papermill.execute_notebook(str(nb.path.with_suffix(".ipynb")), str(executed / f"{nb.name}.ipynb"),
                                        cwd=str(NOTEBOOKS_DIR), progress_bar=False)
     return reports / "interactive", time.perf_counter() - start
-
-
-@contextlib.contextmanager
-def environment(**values: str) -> Iterator[None]:
-    """Environment variables for the processes started in the block (restored afterwards)."""
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def meets_default_expectations(folder: Path, notebook: str, prefix: str) -> dict:

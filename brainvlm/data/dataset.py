@@ -230,15 +230,19 @@ def sample_statistics(samples: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-MODALITY_GLOBS = {"sMRI": "sub-*/anat/*_T1w.nii*", "dMRI": "sub-*/dwi/*_FA.nii*",
-                  "fMRI": "sub-*/func/*_bold.nii*"}
+def sample_images(samples: list[dict], n_per_modality: int = 3) -> list[tuple[str, str]]:
+    """The first distinct images of each modality that ``samples`` use: ``(modality, path)`` pairs.
 
-
-def find_modality_images(image_root: str | Path, n_per_modality: int = 3) -> list[tuple[str, str]]:
-    """The first images of each modality in a BIDS-like tree: ``(modality, relative path)`` pairs."""
-    root = Path(image_root)
-    found = []
-    for modality, pattern in MODALITY_GLOBS.items():
-        for path in sorted(root.glob(pattern))[:n_per_modality]:
-            found.append((modality, path.relative_to(root).as_posix()))
-    return found
+    Read from the samples, not from the image folder: any layout works (BIDS or flat, ``image_pattern``), and an
+    image notebook 01 excluded (unreadable, missing target) is never picked, since no sample names it.
+    """
+    found: dict[str, list[str]] = {}
+    for sample in samples:
+        for turn in sample["conversations"]:
+            for part in turn["content"]:
+                if part.get("type") != "image":
+                    continue
+                paths = found.setdefault(part.get("modality", "other"), [])
+                if part["image_path"] not in paths and len(paths) < n_per_modality:
+                    paths.append(part["image_path"])
+    return [(modality, path) for modality, paths in found.items() for path in paths]

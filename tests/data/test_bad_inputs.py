@@ -285,3 +285,18 @@ def test_an_exclusion_that_empties_a_pool_names_the_table_and_the_task(tmp_path)
         "subjects in all); every split needs a query and a reference pool: add subjects, or exclude fewer. task "
         "'bmi': 11 of 12 rows kept; excluded: missing_target: 1 (e.g. line 2, s00: bmi is 'n/a'). Check "
         "image_root and image_pattern (missing_image), the target column and labels, and check_images")
+
+
+def test_previews_come_from_the_samples_in_any_layout_and_skip_excluded_images():
+    """Notebook 02's previews: a flat image folder ({subject}_T1w.nii.gz) works, and an image notebook 01
+    excluded (so no sample names it) is never previewed."""
+    from brainvlm.data.dataset import sample_images
+
+    def sample(*paths):
+        return {"conversations": [{"role": "user", "content": [
+            {"type": "image", "image_path": p, "modality": "sMRI"} for p in paths]}]}
+
+    samples = [sample("sub-01_T1w.nii.gz", "sub-02_T1w.nii.gz"), sample("sub-02_T1w.nii.gz", "sub-04_T1w.nii.gz")]
+    assert sample_images(samples, n_per_modality=2) == [("sMRI", "sub-01_T1w.nii.gz"), ("sMRI", "sub-02_T1w.nii.gz")]
+    assert ("sMRI", "sub-03_T1w.nii.gz") not in sample_images(samples, n_per_modality=5)  # excluded: in no sample
+    assert sample_images([], n_per_modality=3) == []
