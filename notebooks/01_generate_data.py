@@ -66,7 +66,7 @@ tasks: list = [
         "target_col": "BMI_z",
         "num_pairs": 4,
         "n_references": 1,
-        "precision": 2,
+        "precision": 1,  # tenths of an SD: what a 32x32 slice can tell; a second decimal would be noise
         "valid_range": [-6.0, 6.0],
         "modality": "sMRI",
         "prompts": {

@@ -186,7 +186,9 @@ def write_manifest(data_dir: Path, image_root: str | Path, task_data: list[TaskD
     manifest = {
         "image_root": root_text,
         "tasks": {d.spec.name: {"task_type": d.spec.task_type, "target_col": d.spec.target_col,
-                                "modality": d.spec.modality, "labels": d.spec.labels, "files": d.files,
+                                "modality": d.spec.modality, "labels": d.spec.labels,
+                                "precision": d.spec.precision if d.spec.task_type == "numerical" else None,
+                                "files": d.files,
                                 "counts": {s: len(d.samples.get(s, [])) for s in SPLITS}}
                   for d in task_data},
     }

@@ -119,6 +119,17 @@ def parse_yes_no(text: str | None) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def _literal(match: re.Match) -> str:
+    return (match.group("sign") or "") + match.group("body") + (match.group("exp") or "")
+
+
+def in_format(literal: str, decimals: int) -> bool:
+    """Whether a number is written as ``data.comparison.format_value`` writes it: an optional ``-``, digits
+    and exactly ``decimals`` decimals (none when 0), no ``+``, separators or exponent."""
+    pattern = r"-?\d+" + (rf"\.\d{{{decimals}}}" if decimals else "")
+    return re.fullmatch(pattern, literal) is not None
+
+
 def find_numbers(text: str) -> list[tuple[int, float]]:
     """Every finite number in ``text`` as ``(position, value)``.
 
@@ -129,16 +140,24 @@ def find_numbers(text: str) -> list[tuple[int, float]]:
     """
     found = []
     for m in _NUMBER.finditer(text):
-        literal = (m.group("sign") or "") + m.group("body").replace(",", "") + (m.group("exp") or "")
+        literal = _literal(m).replace(",", "")
         value = float(literal.replace(_MINUS, "-"))
         if math.isfinite(value):
             found.append((m.start(), value))
     return found
 
 
-def parse_number(text: str | None) -> float | None:
-    """The number an answer states, or ``None`` (no number, or several; see the module policy)."""
+def parse_number(text: str | None, decimals: int | None = None) -> float | None:
+    """The number an answer states, or ``None`` (no number, or several; see the module policy).
+
+    Args:
+        decimals: when given, the answer states a number only in the template's format (``in_format``):
+            an answer with any number written otherwise (``0.``, ``-0.8`` for two decimals, ``1e-2``) is
+            unparseable. ``None`` reads any number (answers of other models, files of the field).
+    """
     if not text:
+        return None
+    if decimals is not None and not all(in_format(_literal(m), decimals) for m in _NUMBER.finditer(text)):
         return None
     value = _resolve(find_numbers(text), text)
     return None if value is None else float(value)

@@ -49,12 +49,13 @@ class TaskEvaluation:
 
 
 def score_config(task_entry: dict[str, Any], train_samples: list[dict]) -> scoring.ScoreConfig:
-    """Labels from the manifest's task entry; unparseable numbers count as the training targets' mean."""
+    """Labels from the manifest's task entry; numbers read only in the task's format (its ``precision``, where the
+    manifest records one), unparseable ones counted as the training targets' mean."""
     fallback = None
     numeric = [scoring.number_target(s) for s in train_samples if s["task"] in scoring.NUMERIC_TASKS]
     if numeric:
         fallback = float(np.mean(numeric))
-    return scoring.ScoreConfig(labels=task_entry.get("labels"), fallback=fallback)
+    return scoring.ScoreConfig(labels=task_entry.get("labels"), fallback=fallback, decimals=task_entry.get("precision"))
 
 
 def evaluate_task(run_dir: Path, task: str, predictions_path: Path, split: str = "test", n_boot: int = 200,

@@ -59,6 +59,9 @@ class ScoreConfig:
         labels: label -> synonyms (``{"male": ["man", "M"], ...}``) or a list of labels; default: the
             samples' targets, each its own only synonym.
         fallback: the number an unparseable numeric answer counts as (normally the training mean).
+        decimals: numeric answers count only when every number is written with exactly this many decimals
+            (the template's format, ``precision`` of the task in the run's manifest); anything else is
+            unparseable. ``None``: any number.
         concept_names: a :class:`~brainvlm.data.concept_map.ConceptMapper`, or concept name -> CUI (one is
             built from it per answer: pass a mapper for a large table), for concept lists that name concepts.
         allowed_cuis: the CUIs of the secondary ImageCLEF score (``data.clef_tasks.MANUAL_CUIS`` for 2025 and
@@ -70,6 +73,7 @@ class ScoreConfig:
 
     labels: Mapping[str, Sequence[str]] | Sequence[str] | None = None
     fallback: float | None = None
+    decimals: int | None = None
     concept_names: Mapping[str, str] | ConceptMapper | None = None
     allowed_cuis: Collection[str] | None = None
     labeler: str | None = None  # "rule": also label the report text with eval.chexpert_labeler
@@ -160,7 +164,7 @@ def _score_row(sample: dict, prediction: str, task: str, config: ScoreConfig, sy
         target, parsed = label_target(sample, synonyms), answers.parse_label(prediction, synonyms)
         return {"target": target, "parsed": parsed, "parse_ok": parsed is not None, "correct": parsed == target}
     if task in NUMERIC_TASKS:
-        target, parsed = number_target(sample), answers.parse_number(prediction)
+        target, parsed = number_target(sample), answers.parse_number(prediction, config.decimals)
         used = config.fallback if parsed is None else parsed
         return {"target": target, "parsed": parsed, "parse_ok": parsed is not None,
                 "abs_error": math.nan if used is None else abs(used - target)}

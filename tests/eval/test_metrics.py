@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from brainvlm.data.comparison import format_value
 from brainvlm.eval import answers, bootstrap, metrics, vqametrics
 
 SEX = {"male": ["man", "M", "boy"], "female": ["woman", "F", "girl"]}
@@ -107,6 +108,32 @@ def test_number_parser_never_crashes(text):
 def test_number_round_trips_through_text(value, unicode_minus):
     literal = repr(value).replace("-", "\u2212") if unicode_minus else repr(value)
     assert answers.parse_number(f"The predicted value is {literal}.") == value
+
+
+@pytest.mark.parametrize("text, decimals, expected", [
+    ("the BMI z-score of this participant is -0.8.", 1, -0.8),
+    ("the BMI z-score of this participant is 0.0.", 1, 0.0),
+    ("the BMI z-score of this participant is 12.", 0, 12.0),
+    ("the BMI z-score of this participant is -0.85.", 2, -0.85),
+    # what a model garbles: no number in the template's format, so unparseable (never read as 0 or 1)
+    ("the BMI z-score of this participant is -0.85.", 1, None),
+    ("the BMI z-score of this participant is -0.in.", 1, None),
+    ("the BMI z-score of this participant is 0. 90.", 1, None),
+    ("the BMI z-score of this participant is 1.. on.", 1, None),
+    ("the BMI z-score of this participant is \u22120.8.", 1, None),  # the template writes an ASCII minus
+    ("the BMI z-score of this participant is +0.8.", 1, None),
+    ("the BMI z-score of this participant is 8e-1.", 1, None),
+    ("the reference is 0.3, this participant is 0.7", 1, None),  # several numbers: the module policy
+])
+def test_a_number_counts_only_in_the_template_s_format_when_decimals_are_given(text, decimals, expected):
+    assert answers.parse_number(text, decimals) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=-6, max_value=6), st.integers(min_value=0, max_value=3))
+def test_every_value_the_template_writes_reads_back_in_its_format(value, decimals):
+    literal = format_value(value, decimals)
+    assert answers.parse_number(f"the value of this participant is {literal}.", decimals) == float(literal)
 
 
 # ------------------------------------------------------------------------------ CheXpert, ICD, concepts

@@ -95,6 +95,16 @@ def test_tiny_architecture_and_processor(tiny_dir):
         "<|endoftext|>")
 
 
+def test_numbers_are_spelled_digit_by_digit_as_qwen2_does():
+    _, processor = tiny.tiny_model(vocab_texts=["the BMI z-score is -0.8, 12.5 and 2024."] * 50)
+    tokenizer = processor.tokenizer
+    for text in ("-0.8", " 12.5", "sub-0042", " 2024."):
+        pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode(text))
+        digits = [piece for piece in pieces if any(c.isdigit() for c in piece)]
+        assert all(len(piece) == 1 for piece in digits), (text, pieces)  # no merge holds a digit
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
 def test_vocab_texts_extend_the_tokenizer():
     _, plain = tiny.tiny_model()
     _, extended = tiny.tiny_model(vocab_texts=["hippocampal hippocampal hippocampal volume"] * 20)
