@@ -106,7 +106,7 @@ print({s: len(v) for s, v in split.items()})
 # %% [markdown]
 # ## Train the categorical task
 # LoRA on the language model's projections and, with `brain_lora_vision = "lora"`, on the vision tower's
-# (the tiny default's tower is random, not pretrained: frozen, it told seed 1's test sexes at 0.91 only);
+# (the tiny default's tower is random, not pretrained: frozen, it told one seed's test sexes at 0.91 only);
 # the projector and the final norm trained in full. The pre-flight check runs before step 1. The first
 # table is the effective batch (per-process batch x accumulation x processes) and the steps it gives.
 
@@ -169,7 +169,7 @@ save_figure(fig, run_dir, "04_image_controls", main=True);
 # is unparseable, counted in `bmi_unparseable` and in the format rate, and counts as the training mean.
 # The baseline predicts the training mean for everyone. Here the vision tower is trained in full, for 24
 # epochs (`brain_task_overrides`): with LoRA on the language model alone the answers collapse to the mean,
-# and at 12 epochs one seed in five missed the bound.
+# and at 12 epochs one seed in five missed the bound in a trial.
 
 # %%
 numeric = {}

@@ -55,13 +55,13 @@ from tqdm.auto import tqdm
 from brainvlm.core.jsonio import read_json, write_json
 from brainvlm.core.threads import available_cores
 
-# regional intensity change in SEX_REGION: males x(1 + 0.16), females x(1 - 0.16). It matches BMI_EFFECT: with
-# 0.08 beside a 0.16 BMI effect the tiny default told the sex of seed 0's test subjects at 0.87 only.
+# regional intensity change in SEX_REGION: males x(1 + 0.16), females x(1 - 0.16). It matches BMI_EFFECT: in a
+# trial with 0.08 beside a 0.16 BMI effect, the tiny default told the sex of seed 0's test subjects at 0.87 only.
 SEX_EFFECT = 0.16
 SEX_SCALE = 0.03  # linear size difference, males larger: males x(1 + 0.015), females x(1 - 0.015)
 # regional intensity change in BMI_REGION per SD of BMI z-score. At 0.08 the tiny default's BMI answers ranged
 # from 0.54 to 1.24 of the mean baseline's error over seeds 0-4 (a regression from 32x32 slices through digit
-# tokens is learnt far less reliably than a binary label); at 0.16 (and SEX_EFFECT 0.16, 24 epochs), 0.45-0.67.
+# tokens is learnt far less reliably than a binary label); at 0.16 (and SEX_EFFECT 0.16, 24 epochs), 0.36-0.53.
 BMI_EFFECT = 0.16
 BMI_SCALE = 0.005  # linear size change per SD of BMI z-score
 SEX_REGION = ((0.59, 0.60, 0.54), 0.18)  # (centre, radius) as fractions of the grid edge

@@ -39,11 +39,6 @@ DEFAULT_CORPUS = (
     "system user assistant",
 )
 
-# Qwen2's own pre-tokenizer split: every digit is a token of its own, so numbers are spelled digit by digit
-# (a byte-level BPE learns merges such as "0." that let a tiny model write "0.#." or "-0..").
-QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-               r"|\s+(?!\S)|\s+")
-
 REAL_TEXT = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16,
              "intermediate_size": 2816, "vocab_size": 152000, "max_position_embeddings": 32768,
              "rope_theta": 1000000.0}
@@ -52,21 +47,16 @@ REAL_VISION = {"hidden_size": 1152, "num_hidden_layers": 26, "num_attention_head
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = TINY_VOCAB_SIZE) -> Any:
-    """A byte-level BPE tokenizer trained on ``texts`` with Qwen2's pre-tokenizer, wrapped for transformers.
-
-    As in Qwen2, text is split by ``QWEN2_SPLIT`` (each digit alone) before the byte-level mapping, so no
-    merge spans a digit.
+    """A byte-level BPE tokenizer trained on ``texts``, wrapped for transformers.
 
     Special tokens: ``<|endoftext|>`` (pad), ``<|im_start|>``, ``<|im_end|>`` (end of turn and eos),
     ``<image>`` (the image token).
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(TINY_SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
