@@ -3,22 +3,16 @@
 The runner executes params/ci.yaml once per test session; tests read its outputs. On two
 pytest-xdist workers (``-n 2 --dist loadgroup --no-loadscope-reorder``, as ``make test`` runs it)
 every test file is one unit of work, and every test that reads the ci run is in one unit with it, so the
-run is made once. Tests marked ``alone`` (the studies' evidence tests: each runs a default as ``make run``
-does, with torch on every core, and most time it) hold the machine exclusively: while one runs, the other
-worker waits.
-Each test gets its share of the cores as torch threads (all of them alone, else one per worker).
+run is made once. Each test gets its share of the cores as torch threads (one per worker on two cores),
+the studies' evidence tests included: their defaults hold at any thread count, so they share the machine.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,15 +94,14 @@ def work_unit(item: pytest.Item) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On xdist workers, group tests into work units (before xdist reads the groups); units that hold tests
-    marked ``alone`` or ``slow`` go first, so the long ones do not end the run on one worker while the other
-    idles."""
+    marked ``slow`` go first, so the long ones do not end the run on one worker while the other idles."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return  # one process: the collection order stands
     units: dict[str, int] = {}
     for item in items:
         unit = work_unit(item)
         item.add_marker(pytest.mark.xdist_group(unit))
-        rank = 0 if item.get_closest_marker("alone") else 1 if item.get_closest_marker("slow") else 2
+        rank = 0 if item.get_closest_marker("slow") else 1
         units[unit] = min(units.get(unit, rank), rank)
     order = {unit: position for position, unit in enumerate(units)}
     items.sort(key=lambda item: (units[work_unit(item)], order[work_unit(item)]))
@@ -126,64 +119,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                 f"(first: {lost[0]}); install the pytest pinned in requirements/lock.txt")
 
 
-def threads_for(alone: bool) -> None:
-    """Give a test its share of the cores: all of them alone, else the cores over the workers.
+def threads_for_share() -> None:
+    """Give a test its share of the cores: the cores over the workers.
 
     Torch's OpenMP threads spin while they wait; two workers with a thread per core each (four busy threads
     on two cores) run several times slower than one. The share goes to this process's torch and, through
     ``OMP_NUM_THREADS``, to the notebook kernels and other processes the test starts.
     """
-    cores = available_cores()
-    threads = cores if alone else max(1, cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    threads = max(1, available_cores() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
 
 
-def lock_files() -> tuple[Path, Path] | None:
-    """The gate and lock files of this two-worker run (None outside xdist)."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if run is None:
-        return None
-    base = Path(tempfile.gettempdir()) / f"brainvlm-tests-{run}"
-    return base.with_suffix(".gate"), base.with_suffix(".lock")
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """A worker that is done removes the lock files; one still running makes its own again if it needs them."""
-    for path in lock_files() or ():
-        path.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def share_of_machine(alone: bool) -> Iterator[None]:
-    """Hold the machine shared, or exclusively for an ``alone`` test, across the xdist workers of one run.
-
-    Two ``flock`` files: a gate that an exclusive holder keeps closed (so shared holders cannot overtake it)
-    and the lock itself. Outside xdist there is one process and nothing to share.
-    """
-    files = lock_files()
-    if files is None:
-        yield
-        return
-    with open(files[0], "a") as gate, open(files[1], "a") as lock:
-        fcntl.flock(gate, fcntl.LOCK_EX)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        finally:
-            if not alone:
-                fcntl.flock(gate, fcntl.LOCK_UN)
-        threads_for(alone)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            if alone:
-                fcntl.flock(gate, fcntl.LOCK_UN)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    """Setup, call and teardown of each test under its share of the machine."""
-    with share_of_machine(alone=item.get_closest_marker("alone") is not None):
-        yield
+    """Setup, call and teardown of each test with its share of the cores."""
+    threads_for_share()
+    yield

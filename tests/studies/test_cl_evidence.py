@@ -18,7 +18,6 @@ def default_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.alone
 def test_default_continual_run_meets_every_expectation(default_run):
     folder, _ = default_run
     metrics = meets_default_expectations(folder, "06_continual_vqa", "cl.")  # raises with the measured numbers
@@ -26,7 +25,6 @@ def test_default_continual_run_meets_every_expectation(default_run):
 
 
 @pytest.mark.slow
-@pytest.mark.alone
 def test_published_answers_recompute_the_matrix_and_the_llava_med_file_reads_back(default_run):
     folder, _ = default_run
     metrics = json.loads((folder / "metrics" / "06_continual_vqa.json").read_text())

@@ -16,14 +16,12 @@ def default_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.alone
 def test_default_concepts_run_meets_every_expectation(default_run):
     folder, _ = default_run
     meets_default_expectations(folder, "08_detect_concepts_and_caption", "concepts.")  # raises with the measured numbers
 
 
 @pytest.mark.slow
-@pytest.mark.alone
 def test_the_submission_file_scores_as_the_notebook_says(default_run):
     folder, _ = default_run
     submission = folder / "submissions" / "concepts.csv"

@@ -17,7 +17,6 @@ def default_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.alone
 def test_default_report_run_meets_every_expectation(default_run):
     folder, _ = default_run
     metrics = meets_default_expectations(folder, "05_train_report_curriculum", "report.")  # raises with the measured numbers
@@ -26,7 +25,6 @@ def test_default_report_run_meets_every_expectation(default_run):
 
 
 @pytest.mark.slow
-@pytest.mark.alone
 def test_published_predictions_recompute_the_metrics(default_run):
     folder, _ = default_run
     test = report.of_mode(jsonio.read_jsonl(folder / "data" / "report" / "test.jsonl"), "image_ehr")
