@@ -25,7 +25,8 @@
 # adds the ICD codes with the patient's EHR in the prompt (stage B). The same model answers the same test
 # images with the EHR on and off; the difference shows what the EHR is worth, and the image controls (the
 # mean training image, a blank image) show what the image is worth. Baselines: stage B alone on the same
-# step budget, a constant report, nearest-neighbour retrieval on frozen image features, and the base model
+# step budget, the best constant report (the training label block that scores best on the training
+# reports), nearest-neighbour retrieval on frozen image features, and the base model
 # before training (zero-shot). Differences carry 95% paired-bootstrap intervals over patients.
 
 # %% tags=["parameters"]
@@ -108,6 +109,7 @@ from brainvlm.core.seeding import set_seed
 from brainvlm.data import validate
 from brainvlm.eval import reportmetrics, scoring, textmetrics
 from brainvlm.studies import controls, report
+from brainvlm.studies import report_baselines as baselines
 from brainvlm.studies.base import load_base
 
 set_seed(seed)
@@ -160,7 +162,7 @@ first = samples["train"][0]["metadata"]["study_id"]
 pair = [s for s in samples["train"] if s["metadata"]["study_id"] == first]
 display(HTML("<table>" + "".join(
     f"<tr><td>{image_of(s)}</td><td><b>stage {s['metadata']['stage']}</b>{html_cell(text_of(s))}</td>"
-    f"<td>{html_cell(report.target_of(s))}</td></tr>" for s in pair) + "</table>"))
+    f"<td>{html_cell(baselines.target_of(s))}</td></tr>" for s in pair) + "</table>"))
 
 # %% [markdown]
 # The rule-based CheXpert labeler (`eval.chexpert_labeler`, "CheXpert-14 (rule)") reading each reference
@@ -216,8 +218,8 @@ systems = {"curriculum · EHR on": answer(curriculum, test, "curriculum_ehr_on")
 for name, trained in variants.items():
     systems[f"{name} · EHR on"] = answer(trained, test, f"{name}_ehr_on")
     systems[f"{name} · EHR off"] = answer(trained, off, f"{name}_ehr_off")
-systems["constant report"] = [report.constant_report(train)] * len(test)
-systems["retrieval (nearest training image)"] = report.retrieval_reports(
+systems["constant report"] = [baselines.constant_report(train)] * len(test)
+systems["retrieval (nearest training image)"] = baselines.retrieval_reports(
     curriculum.model, curriculum.processor, train, test, image_root)
 base_model, base_processor = load_base(curriculum.base, dtype, load_in_4bit, report_vision_tower)
 systems["zero-shot base · EHR on"] = report.predict(
@@ -300,6 +302,23 @@ ax.set(xlabel="difference (95% paired bootstrap interval over patients)")
 save_figure(fig, run_dir, "05_differences", main=True);
 
 # %% [markdown]
+# ## Do the answers without the image depend on the study?
+# The constant report is the training report whose label block scores best against the training reports
+# (micro-F1 rewards naming a common finding, so the most frequent block, often "No Finding", is not the
+# prior as the metric scores it). A system's answers that carry nothing about their study score the same
+# against their own references as against references shuffled across the test studies; the gap below is
+# the CheXpert-14 micro-F1 (u0) against their own minus the mean over 200 shuffles.
+
+# %%
+gaps = {name: baselines.shuffled_gold_gap(test, systems[name], seed)
+        for name in ("curriculum · EHR on", "curriculum · mean image, EHR on", "curriculum · blank image, EHR on",
+                     "constant report")}
+display(pd.DataFrame(gaps).T.rename(columns={"point": "own − shuffled", "share_shuffled_at_least":
+                                             "share of shuffles ≥ own"}).round(3))
+print("constant report:", systems["constant report"][0].replace("\n", " | "))
+print("distinct mean-image answers:", len(set(systems["curriculum · mean image, EHR on"])), "of", len(test))
+
+# %% [markdown]
 # ## Per-observation F1
 # CheXpert observations with any reference or predicted positive (u0), per system; the planted
 # observations of the synthetic default are the ones a correct pipeline must learn from the image.
@@ -327,7 +346,7 @@ for sample, on, no_ehr in list(zip(test, systems["curriculum · EHR on"], system
         :report_examples]:
     ehr = sample["metadata"].get("ehr") or {}
     cells.append(f"<tr><td>{image_of(sample, height=128)}</td><td>{html_cell(str(ehr))}</td>"
-                 f"<td>{html_cell(report.target_of(sample))}</td><td>{html_cell(on)}</td>"
+                 f"<td>{html_cell(baselines.target_of(sample))}</td><td>{html_cell(on)}</td>"
                  f"<td>{html_cell(no_ehr)}</td></tr>")
 display(HTML("<table><tr><th>image</th><th>EHR</th><th>reference</th><th>EHR on</th><th>EHR off</th></tr>"
              + "".join(cells) + "</table>"))
@@ -344,6 +363,9 @@ metrics = {"n_test": len(test), "n_test_patients": int(main["patient"].nunique()
            "ehr_off_icd_parse_rate": results.loc["curriculum · EHR off", "icd_parse_rate"],
            "mean_image_parse_rate": results.loc["curriculum · mean image, EHR on", "both_parse_rate"],
            "blank_image_parse_rate": results.loc["curriculum · blank image, EHR on", "both_parse_rate"],
+           "mean_image_own_minus_shuffled_chexpert14_micro_f1_u0":
+               gaps["curriculum · mean image, EHR on"]["point"],
+           "mean_image_distinct_answers": len(set(systems["curriculum · mean image, EHR on"])),
            **differences}
 for name in ("ehr_on_minus_off_icd_image_micro_f1", "mean_image_minus_constant_chexpert14_micro_f1_u0"):
     if name in differences:

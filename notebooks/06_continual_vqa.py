@@ -62,6 +62,7 @@ cl_val_samples: int = 16  # validation questions per task in the validation loss
 cl_replay_per_task: int = 24  # replay: training questions kept from each earlier task
 cl_key_steps: int = 200  # Adam steps of each prompt key
 cl_key_lr: float = 0.05  # learning rate of the prompt keys
+cl_route_grid: int = 4  # routing query: the vision patches averaged into route_grid x route_grid cells (1: mean)
 cl_generate_batch_size: int = 36  # prompts per generation batch (batches mix domains and adapters)
 cl_max_new_tokens: int = 8  # longest answer
 cl_n_boot: int = 1000  # bootstrap replicates (over images)
@@ -179,14 +180,16 @@ save_figure(plot_training_log(logs), run_dir, "06_loss_curves");
 
 # %% [markdown]
 # ## Routing
-# The query of a sample is the frozen base model's pooled image and question features (adapters
-# disabled). One key per task is pulled toward its training queries (saved per task, then merged into one
+# The query of a sample is the frozen base model's image features, averaged over `cl_route_grid` ×
+# `cl_route_grid` cells of the patch grid so that *where* things are counts (the domains differ in the
+# anatomy in the middle; the findings sit in the corners in every domain), and its pooled question features
+# (adapters disabled). One key per task is pulled toward its training queries (saved per task, then merged into one
 # key file with its routing config). Routing is scored on every domain's test questions, shuffled together.
 
 # %%
-train_queries = {d: cl.queries(pool.model, pool.processor, tasks[d]["train"], image_root)
+train_queries = {d: cl.queries(pool.model, pool.processor, tasks[d]["train"], image_root, cl_route_grid)
                  for d in order}
-test_queries = cl.queries(pool.model, pool.processor, test, image_root)
+test_queries = cl.queries(pool.model, pool.processor, test, image_root, cl_route_grid)
 keys = cl.learn_keys({d: q["both"] for d, q in train_queries.items()}, order, pool.settings, pool.folder,
                      pool.base)
 question_keys = cl.learn_keys({d: q["question"] for d, q in train_queries.items()}, order, pool.settings,
@@ -345,7 +348,7 @@ per_domain.pivot(index=["system", "domain"], columns="metric", values="value")
 # %%
 mean_samples = cl.mean_image_samples({d: tasks[d] for d in order}, test, image_root, run_dir / "controls" / "cl",
                                      cl_image_size)
-mean_queries = cl.queries(pool.model, pool.processor, mean_samples, str(run_dir / "controls" / "cl"))
+mean_queries = cl.queries(pool.model, pool.processor, mean_samples, str(run_dir / "controls" / "cl"), cl_route_grid)
 mean_routes = routes("keys", order, mean_samples, mean_queries)
 mean_table = cl.answer_routed(pool, mean_samples, mean_routes, str(run_dir / "controls" / "cl"),
                               out / f"06_{pool.folder.name}_mean_image.jsonl", {**routing, "router": "keys"}, **gen)

@@ -5,7 +5,10 @@ What the studies' non-generative baselines and routers share: nearest-neighbour 
 
 - **Image features**: the vision tower's hidden states at the layer the LLaVA config feeds the projector
   (``vision_feature_layer``), without the CLS token when the config drops it (``"default"`` strategy), mean
-  over patches (and over the crops of any-resolution processors), one row per image.
+  over patches (and over the crops of any-resolution processors), one row per image. With ``grid=g`` the
+  square patch grid is averaged into g x g cells instead and the cells are concatenated (``g * g * hidden``
+  columns): the mean over every patch keeps *what* the image shows but not *where*, so a large object in a
+  corner can outweigh the anatomy in the middle; the cells keep the layout (``grid=1`` is the plain mean).
 - **Text features**: the language model's last hidden state, mean over the non-padding tokens.
 
 Features are computed under ``torch.no_grad`` with the model in eval mode and returned as float32 NumPy
@@ -16,6 +19,7 @@ the adapters disabled: the features are the frozen base's, whatever was trained 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,16 +55,36 @@ def vision_tower(model: Any) -> Any:
     raise ValueError(f"{type(model).__name__} has no vision_tower; image features need a LLaVA-family model")
 
 
-def _pool_images(hidden: torch.Tensor, config: Any, crops: int) -> torch.Tensor:
+def _pool_images(hidden: torch.Tensor, config: Any, crops: int, grid: int = 1) -> torch.Tensor:
     if getattr(config, "vision_feature_select_strategy", "full") == "default":
         hidden = hidden[:, 1:]  # LLaVA drops the CLS token before the projector
-    pooled = hidden.float().mean(dim=1)
+    if grid == 1:
+        pooled = hidden.float().mean(dim=1)
+    else:
+        pooled = _grid_cells(hidden.float(), grid)
     return pooled.reshape(-1, crops, pooled.shape[-1]).mean(dim=1)
 
 
+def _grid_cells(hidden: torch.Tensor, grid: int) -> torch.Tensor:
+    """(n, patches, hidden) -> (n, grid * grid * hidden): the square patch grid averaged into grid x grid cells."""
+    n, patches, width = hidden.shape
+    side = math.isqrt(patches)
+    if side * side != patches and math.isqrt(patches - 1) ** 2 == patches - 1:
+        hidden, side = hidden[:, 1:], math.isqrt(patches - 1)  # a CLS token kept by the "full" strategy
+    if side * side != hidden.shape[1]:
+        raise ValueError(f"{patches} vision tokens are not a square grid of patches; use grid=1 (the mean)")
+    if grid > side:
+        raise ValueError(f"grid={grid} is finer than the vision tower's {side} x {side} patches")
+    cells = hidden.reshape(n, side, side, width).permute(0, 3, 1, 2)
+    return torch.nn.functional.adaptive_avg_pool2d(cells, grid).permute(0, 2, 3, 1).reshape(n, -1)
+
+
 def image_features(model: Any, processor: Any, paths: Sequence[str | Path], batch_size: int = 32,
-                   progress: bool = True) -> np.ndarray:
-    """Mean-pooled vision features of the images at ``paths`` (PNG/JPEG or NIfTI), shape (n, hidden)."""
+                   progress: bool = True, grid: int = 1) -> np.ndarray:
+    """Pooled vision features of the images at ``paths`` (PNG/JPEG or NIfTI): shape (n, hidden), the mean
+    over patches, or (n, grid * grid * hidden) with ``grid`` > 1, the patch grid's cell means (module docstring)."""
+    if grid < 1:
+        raise ValueError(f"grid must be at least 1, got {grid}")
     rows = []
     with _frozen(model) as base:
         tower = vision_tower(base)
@@ -74,7 +98,7 @@ def image_features(model: Any, processor: Any, paths: Sequence[str | Path], batc
             pixels = pixels.reshape(-1, *pixels.shape[-3:]).to(device=device, dtype=dtype)
             out = tower(pixels, output_hidden_states=True)
             hidden = torch.cat([out.hidden_states[i] for i in layers], dim=-1)
-            rows.append(_pool_images(hidden, base.config, crops).cpu().numpy())
+            rows.append(_pool_images(hidden, base.config, crops, grid).cpu().numpy())
     width = rows[0].shape[1] if rows else 0
     return np.concatenate(rows, axis=0) if rows else np.zeros((0, width), dtype=np.float32)
 

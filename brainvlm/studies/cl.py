@@ -13,8 +13,12 @@ same base model, LoRA configuration and step budget (``steps_per_task`` optimize
   sample is routed to one adapter by prompt keys (``train.prompt_keys``) and a batch of mixed domains is
   answered by mixed adapters (PEFT's ``adapter_names``; ``eval.generate``).
 
-The routing query of a sample is the frozen base model's pooled image features and pooled question
-features (``model.features``: adapters disabled, no extra encoder), each L2-normalised, concatenated. The
+The routing query of a sample is the frozen base model's image features, averaged over a ``route_grid`` x
+``route_grid`` grid of patch cells, and its mean-pooled question features (``model.features``: adapters
+disabled, no extra encoder), each L2-normalised, concatenated. The mean over all patches (``route_grid`` 1)
+loses where things are: with the tiny random tower it misrouted 2-7 % of the synthetic test images at seeds
+1 and 2, each one with a large finding in a corner (the findings are in the corners in every domain, the
+anatomy that tells the domains apart is in the middle); the 4 x 4 cells routed every one. The
 routers compared: learned keys, the true domain (oracle), the nearest task centroid of the same features
 (training-free; with one key per task and a pull-only loss a key converges to its task's mean direction,
 so the two should agree), a seeded random choice, and keys on the question features alone.
@@ -58,7 +62,8 @@ METHODS = ("sequential", "replay", "joint", "adapters")
 ROUTERS = ("keys", "oracle", "centroid", "random", "question")
 KEYS_FILE = "keys.safetensors"
 ROUTING_FILE = "routing.json"
-POOLING = "mean-pooled image features (vision_feature_layer) and mean-pooled question features, each L2-normalised"
+POOLING = ("image features (vision_feature_layer) averaged over a route_grid x route_grid grid of patch cells and "
+           "mean-pooled question features, each L2-normalised")
 
 
 @dataclass
@@ -87,6 +92,7 @@ class ClSettings:
     replay_per_task: int  # replay: training questions kept from each earlier task
     key_steps: int  # Adam steps of each prompt key
     key_lr: float
+    route_grid: int  # image part of a routing query: the patch grid averaged into route_grid x route_grid cells
 
 
 def settings_for(params: dict[str, Any]) -> ClSettings:
@@ -94,6 +100,8 @@ def settings_for(params: dict[str, Any]) -> ClSettings:
     settings = base.read_settings(ClSettings, params, PREFIX, TRAIN_NOTEBOOK)
     if settings.steps_per_task <= 0:
         raise SettingsError(f"{PREFIX}steps_per_task must be positive, got {settings.steps_per_task}")
+    if settings.route_grid < 1:
+        raise SettingsError(f"{PREFIX}route_grid must be >= 1 (1: the mean over all patches), got {settings.route_grid}")
     if settings.replay_per_task < 0:
         raise SettingsError(f"{PREFIX}replay_per_task must be >= 0, got {settings.replay_per_task}")
     return settings
@@ -403,12 +411,14 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def queries(model: Any, processor: Any, samples: list[dict], image_root: str,
+def queries(model: Any, processor: Any, samples: list[dict], image_root: str, grid: int = 1,
             progress: bool = True) -> dict[str, np.ndarray]:
     """The routing query of each sample: ``image`` and ``question`` features of the frozen base, each
-    L2-normalised; ``both`` concatenates them (the keys' space)."""
+    L2-normalised; ``both`` concatenates them (the keys' space). The image features are the patch grid's
+    ``grid`` x ``grid`` cell means (``model.features``): the mean over all patches loses where things are,
+    and the domains differ in the anatomy in the middle while every domain's findings sit in the corners."""
     image = unit_rows(features.image_features(model, processor, [Path(image_root) / image_path(s) for s in samples],
-                                         progress=progress))
+                                              progress=progress, grid=grid))
     question = unit_rows(features.text_features(model, processor.tokenizer, [question_of(s) for s in samples],
                                            progress=progress))
     return {"image": image, "question": question, "both": np.concatenate([image, question], axis=1)}
@@ -428,7 +438,8 @@ def learn_keys(train_queries: dict[str, np.ndarray], order: Sequence[str], setti
         save_tensors({"key": torch.as_tensor(router.keys[-1])}, Path(folder) / "keys" / f"{task}.safetensors")
     merged = {"keys": torch.as_tensor(np.stack(router.keys))}
     save_tensors(merged, Path(folder) / KEYS_FILE)
-    write_json({"tasks": list(order), "encoder": encoder, "pooling": POOLING, "features": space, "top_k": 1,
+    write_json({"tasks": list(order), "encoder": encoder, "pooling": POOLING, "route_grid": settings.route_grid,
+                "features": space, "top_k": 1,
                 "key_steps": settings.key_steps, "key_lr": settings.key_lr}, Path(folder) / ROUTING_FILE)
     return router
 

@@ -35,8 +35,7 @@ from brainvlm.data import splits, synthetic_cxr
 from brainvlm.data.adapters.curriculum import from_curriculum, read_joins, read_records, record_ids, strip_ehr
 from brainvlm.data.adapters.images import check_image_path
 from brainvlm.data.curriculum import build_records
-from brainvlm.eval import answers
-from brainvlm.model import collate, features, lora
+from brainvlm.model import collate, lora
 from brainvlm.studies import base, controls
 from brainvlm.studies.base import SettingsError, base_checkpoint, load_base, predict_samples
 from brainvlm.train import distributed
@@ -375,32 +374,3 @@ def control_images(train: list[dict], image_root: str, out_root: Path, size: int
     return {"mean_image": controls.write_mean_image(of_mode(train, "image_ehr"), Path(image_root),
                                                     ViewConfig(size=size), out_root=Path(out_root)),
             "blank_image": controls.write_blank_image(Path(out_root), size)}
-
-
-# ------------------------------------------------------------------------------------------ baselines
-def target_of(sample: dict) -> str:
-    return sample["conversations"][-1]["content"][0]["text"]
-
-
-def constant_report(train: list[dict]) -> str:
-    """The most frequent training Impression with the most frequent label block and ICD line."""
-    targets = [target_of(s) for s in of_mode(train, "image_ehr")]
-    if not targets:
-        raise ValueError("no stage-B (image_ehr) training records to take the constant report from")
-    impressions = Counter(answers.report_text(t) for t in targets)
-    blocks = Counter(t.split("\nCheXpert: ", 1)[1].split("\nICD: ")[0] for t in targets if "\nCheXpert: " in t)
-    icd = Counter(t.split("\nICD: ", 1)[1] for t in targets if "\nICD: " in t)
-    text = f"Impression: {impressions.most_common(1)[0][0]}"
-    text += f"\nCheXpert: {blocks.most_common(1)[0][0]}" if blocks else ""
-    return text + (f"\nICD: {icd.most_common(1)[0][0]}" if icd else "")
-
-
-def retrieval_reports(model: Any, processor: Any, train: list[dict], test: list[dict], image_root: str,
-                      progress: bool = True) -> list[str]:
-    """For each test sample, the stage-B training report whose image is nearest by cosine of the frozen
-    base model's pooled image features."""
-    reference = of_mode(train, "image_ehr")
-    path = lambda s: Path(image_root) / controls.image_parts(s)[-1]["image_path"]
-    train_x = features.image_features(model, processor, [path(s) for s in reference], progress=progress)
-    test_x = features.image_features(model, processor, [path(s) for s in test], progress=progress)
-    return [target_of(reference[i]) for i in features.nearest(test_x, train_x)]

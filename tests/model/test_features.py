@@ -64,3 +64,27 @@ def test_nearest_is_by_cosine():
 def test_a_model_without_a_vision_tower_is_named():
     with pytest.raises(ValueError, match="has no vision_tower"):
         features.vision_tower(torch.nn.Linear(2, 2))
+
+
+def test_grid_features_keep_where_things_are(tiny_pair, tmp_path):
+    model, processor = tiny_pair
+    hidden = model.config.vision_config.hidden_size
+    corner = np.zeros((32, 32), dtype=np.uint8)
+    corner[:8, :8] = 255  # a bright square in one corner ...
+    other = np.zeros((32, 32), dtype=np.uint8)
+    other[-8:, -8:] = 255  # ... and in the opposite one
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path, pixels in zip(paths, (corner, other)):
+        Image.fromarray(pixels).save(path)
+    cells = features.image_features(model, processor, paths, progress=False, grid=4)
+    assert cells.shape == (2, 16 * hidden)
+    mean = features.image_features(model, processor, paths, progress=False)
+    np.testing.assert_allclose(cells.reshape(2, 16, hidden).mean(1), mean, rtol=1e-4, atol=1e-5)
+    halves = features.image_features(model, processor, paths, progress=False, grid=2)
+    np.testing.assert_allclose(halves.reshape(2, 4, hidden).mean(1), mean, rtol=1e-4, atol=1e-5)
+    # the cell holding the square differs between the two images more than their means do
+    assert np.linalg.norm(cells[0, :hidden] - cells[1, :hidden]) > np.linalg.norm(mean[0] - mean[1])
+    with pytest.raises(ValueError, match="finer than"):
+        features.image_features(model, processor, paths, progress=False, grid=5)
+    with pytest.raises(ValueError, match="at least 1"):
+        features.image_features(model, processor, paths, progress=False, grid=0)

@@ -13,7 +13,8 @@ ORDER = ["abdomen", "chest", "head"]
 PARAMS = dict(seed=0, model="tiny", dtype="float32", load_in_4bit=False, cl_task="vqa", cl_task_orders=[ORDER],
               cl_vision_tower="", cl_lora_r=4, cl_lora_alpha=8, cl_lora_dropout=0.0, cl_lr=5e-3, cl_batch_size=4,
               cl_grad_accum=1, cl_steps_per_task=2, cl_warmup_ratio=0.0, cl_precision="fp32", cl_eval_every=0,
-              cl_save_every=0, cl_val_samples=4, cl_replay_per_task=4, cl_key_steps=50, cl_key_lr=0.05)
+              cl_save_every=0, cl_val_samples=4, cl_replay_per_task=4, cl_key_steps=50, cl_key_lr=0.05,
+              cl_route_grid=4)
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +80,17 @@ def test_keys_and_pool_reload_to_the_same_routed_answers(run, tmp_path):
     _, tasks = cl.read_tasks(run_dir / "data" / "vqa")
     test = cl.mixed_test(tasks, seed=0)
     settings = cl.settings_for(PARAMS)
-    queries = {d: cl.queries(pool.model, pool.processor, tasks[d]["train"], manifest["image_root"], progress=False)
-               for d in ORDER}
+    queries = {d: cl.queries(pool.model, pool.processor, tasks[d]["train"], manifest["image_root"],
+                             settings.route_grid, progress=False) for d in ORDER}
+    assert queries["chest"]["image"].shape[1] == 16 * pool.model.config.vision_config.hidden_size  # 4 x 4 cells
     keys = cl.learn_keys({d: q["both"] for d, q in queries.items()}, ORDER, settings, tmp_path / "keys", pool.base)
     loaded, config = cl.load_keys(tmp_path / "keys")
     assert config["tasks"] == ORDER and config["top_k"] == 1 and config["encoder"] == pool.base
+    assert config["route_grid"] == 4
     assert np.array_equal(np.stack(loaded.keys), np.stack(keys.keys))
     assert sorted(p.name for p in (tmp_path / "keys" / "keys").iterdir()) == [f"{t}.safetensors" for t in ORDER]
-    test_queries = cl.queries(pool.model, pool.processor, test, manifest["image_root"], progress=False)
+    test_queries = cl.queries(pool.model, pool.processor, test, manifest["image_root"], settings.route_grid,
+                              progress=False)
     routes = loaded.route(test_queries["both"])
     record = cl.routing_record(tmp_path / "keys")
     before = cl.answer_routed(pool, test, routes, manifest["image_root"], tmp_path / "a.jsonl", record, 24, 4,

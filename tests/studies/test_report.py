@@ -20,6 +20,7 @@ from brainvlm.data.adapters import AdapterError
 from brainvlm.data.curriculum import PROMPT_A, PROMPT_B
 from brainvlm.eval import reportmetrics
 from brainvlm.studies import controls, report
+from brainvlm.studies import report_baselines as baselines
 
 GROUPS = {"icd_image": sorted(synthetic_cxr.IMAGE_ICD.values()), "icd_ehr": sorted(synthetic_cxr.HISTORY_ICD.values())}
 
@@ -167,12 +168,12 @@ def test_a_short_fit_answers_and_the_baselines_score(run_dir):
     report.predict(again.model, again.processor, test, out, manifest["image_root"], 4, 8, False)
     assert json.loads((run_dir / "p.meta.json").read_text())["weights"] != ""  # another model: file restarted
     assert len(read_jsonl(out)) == 4
-    constant = report.constant_report(train)
+    constant = baselines.constant_report(train)
     assert constant.startswith("Impression: ") and "\nCheXpert: {" in constant and "\nICD: [" in constant
-    retrieved = report.retrieval_reports(trained.model, trained.processor, train, test, manifest["image_root"],
+    retrieved = baselines.retrieval_reports(trained.model, trained.processor, train, test, manifest["image_root"],
                                          progress=False)
-    assert all(r in {report.target_of(s) for s in train} for r in retrieved)
-    references = [report.target_of(s) for s in test]
+    assert all(r in {baselines.target_of(s) for s in train} for r in retrieved)
+    references = [baselines.target_of(s) for s in test]
     perfect = reportmetrics.headline(reportmetrics.count_table(test, references, GROUPS), list(GROUPS))
     assert perfect["chexpert14_micro_f1_u0"] == 1.0 and perfect["both_parse_rate"] == 1.0
     flat = reportmetrics.headline(reportmetrics.count_table(test, [constant] * 4, GROUPS), list(GROUPS))
@@ -220,3 +221,38 @@ def test_interrupted_in_stage_b_the_command_line_resumes_to_the_uninterrupted_ad
     expected, got = _adapter(whole), _adapter(broken)
     assert expected.keys() == got.keys() and log != (folder / "log.csv").read_text()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def _report(block: str, icd: str = "[]", impression: str = "x") -> dict:
+    text = f"Impression: {impression}\nCheXpert: {{{block}}}\nICD: {icd}"
+    return {"id": f"{block}{impression}", "metadata": {"mode": "image_ehr", "patient_id": f"p{block}{impression}"},
+            "conversations": [{"role": "assistant", "content": [{"type": "text", "text": text}]}]}
+
+
+def test_the_constant_report_is_the_block_that_scores_best_not_the_most_frequent():
+    normal = '"No Finding": 1'
+    effusion = '"Pleural Effusion": 1'
+    both = '"Pleural Effusion": 1, "Cardiomegaly": 1'
+    train = [_report(normal)] * 4 + [_report(effusion, impression="e")] * 3 + [_report(both, impression="b")] * 3
+    train.append({**_report(effusion, impression="image only"), "metadata": {"mode": "image_only"}})
+    # micro-F1 against all ten: "No Finding" 8/23 = 0.35, effusion 12/23 = 0.52, effusion + cardiomegaly 18/33 = 0.55
+    assert baselines.micro_f1([frozenset({"No Finding"})] * 4, frozenset({"No Finding"})) == 1.0
+    chosen = baselines.constant_report(train)
+    assert chosen == baselines.target_of(_report(both, impression="b"))
+    tied = [_report(effusion, impression="e1")] * 2 + [_report(effusion, impression="e2")] * 3
+    assert "Impression: e2" in baselines.constant_report(tied)  # the most frequent report with the block
+    with pytest.raises(ValueError, match="stage-B"):
+        baselines.constant_report([{**train[0], "metadata": {"mode": "image_only"}}])
+
+
+def test_answers_that_ignore_their_study_score_the_same_against_shuffled_references():
+    blocks = ['"Pleural Effusion": 1', '"Cardiomegaly": 1', '"No Finding": 1', '"Consolidation": 1']
+    test = [_report(blocks[i % 4], impression=str(i)) for i in range(40)]
+    own = [baselines.target_of(s) for s in test]
+    informed = baselines.shuffled_gold_gap(test, own, seed=0, n_shuffles=50)
+    assert informed["own"] == 1.0 and informed["point"] > 0.5 and informed["share_shuffled_at_least"] == 0.0
+    constant = baselines.shuffled_gold_gap(test, [own[0]] * 40, seed=0, n_shuffles=50)
+    assert constant["point"] == pytest.approx(0.0, abs=1e-12) and constant["share_shuffled_at_least"] == 1.0
+    again = baselines.shuffled_gold_gap(test, own, seed=0, n_shuffles=50)
+    assert again == informed
+
