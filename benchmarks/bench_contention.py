@@ -10,9 +10,10 @@ in a fresh process each time. It runs alone, beside one and beside two un-niced 
   process, OpenMP threads that spin briefly before they sleep, no tokenizer pool);
 * **torch default**: none of that (torch's own thread count, libgomp's long spinning waits).
 
-Each slowdown is printed against the same way alone, measured in the same run.
+Each slowdown is printed against the same way alone, measured in the same run; every time is the median of
+``--repeats`` runs (one run beside busy processes moves by 10-20 % with what else the machine does).
 
-    python benchmarks/bench_contention.py [--steps 120]
+    python benchmarks/bench_contention.py [--steps 120] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,9 +99,16 @@ def train_seconds(run_dir: Path, steps: int, way: str, busy: int) -> tuple[float
     return result["seconds"], result["threads"]
 
 
+def median_seconds(run_dir: Path, steps: int, way: str, busy: int, repeats: int) -> tuple[float, int]:
+    """The median wall time of ``repeats`` measurements (``train_seconds``), and torch's threads."""
+    runs = [train_seconds(run_dir, steps, way, busy) for _ in range(max(1, repeats))]
+    return statistics.median(seconds for seconds, _ in runs), runs[0][1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=120, help="optimizer steps per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (the median is printed)")
     args = parser.parse_args()
     from brainvlm.core.threads import available_cores
 
@@ -110,10 +119,10 @@ def main() -> None:
         train_seconds(run_dir, 2, "chosen", 0)  # the base checkpoint is built once, outside the timings
         print(f"notebook 05's training, {args.steps} steps; {available_cores()} cores available")
         for way in ("chosen", "torch default"):
-            alone, threads = train_seconds(run_dir, args.steps, way, 0)
+            alone, threads = median_seconds(run_dir, args.steps, way, 0, args.repeats)
             line = [f"{way:>13} ({threads} threads): alone {alone:6.1f} s"]
             for busy in (1, 2):
-                seconds, _ = train_seconds(run_dir, args.steps, way, busy)
+                seconds, _ = median_seconds(run_dir, args.steps, way, busy, args.repeats)
                 line.append(f"beside {busy}: {seconds:6.1f} s = {seconds / alone:4.2f}x")
             print(" | ".join(line), flush=True)
 
