@@ -13,8 +13,8 @@ and its OpenMP threads spin only briefly before they sleep while they wait (``GO
 setting: torch's Linux wheels use libgomp, whose default spins 300,000 times). Spinning threads take turns from
 every other process on the machine; threads that sleep at once (``OMP_WAIT_POLICY=PASSIVE``) wake too slowly
 for a small model's many short parallel regions. ``benchmarks/bench_contention.py`` measures both sides:
-notebook 05's training on 2 cores, 60 steps: 5.9 s alone with libgomp's default, 7.0 s with 5000 spins;
-beside two busy processes 10.9x slower with the default, about 2x with 5000 spins (PASSIVE: 1.8x slower alone).
+notebook 05's training on 2 cores, 60 steps (medians of 3 runs): with these settings 1.84x slower beside one
+busy process and 2.25x beside two; with torch's own settings 4.00x and 3.18x (PASSIVE: 1.8x slower alone).
 """
 
 from __future__ import annotations
