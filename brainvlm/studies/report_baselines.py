@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from brainvlm.eval import answers, reportmetrics
+from brainvlm.eval import answers
 from brainvlm.model import features
 from brainvlm.studies import controls
+from brainvlm.studies.report import of_mode
 
 
 def target_of(sample: dict) -> str:
@@ -32,15 +33,17 @@ def target_of(sample: dict) -> str:
     return sample["conversations"][-1]["content"][0]["text"]
 
 
-def _positives(text: str) -> frozenset[str]:
+def _positives(text: str | None) -> frozenset[str]:
+    """The CheXpert observations an answer states positive (u0); an unparseable answer states none."""
     return answers.chexpert_positive(answers.parse_chexpert(text) or {}, "zeros")
 
 
-def micro_f1(truths: Sequence[frozenset], guess: frozenset) -> float:
-    """CheXpert micro-F1 of one constant positive set against every reference's positive set."""
-    tp = sum(len(t & guess) for t in truths)
-    fp = sum(len(guess - t) for t in truths)
-    fn = sum(len(t - guess) for t in truths)
+def micro_f1(truths: Sequence[frozenset], guesses: Sequence[frozenset]) -> float:
+    """CheXpert micro-F1 of positive sets paired with the references' positive sets (as
+    ``eval.reportmetrics`` scores it: true and false positives and negatives summed over samples and labels)."""
+    tp = sum(len(t & g) for t, g in zip(truths, guesses))
+    fp = sum(len(g - t) for t, g in zip(truths, guesses))
+    fn = sum(len(t - g) for t, g in zip(truths, guesses))
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
@@ -50,12 +53,12 @@ def constant_report(train: Sequence[dict]) -> str:
     Ties go to the more frequent block, then to the earlier one; among the reports with the chosen block,
     the most frequent one is returned whole (Impression, label block and ICD line), the first on a tie.
     """
-    targets = [target_of(s) for s in train if s.get("metadata", {}).get("mode") == "image_ehr"]
+    targets = [target_of(s) for s in of_mode(list(train), "image_ehr")]
     if not targets:
         raise ValueError("no stage-B (image_ehr) training records to take the constant report from")
     truths = [_positives(t) for t in targets]
     frequency = Counter(truths)
-    best = max(frequency, key=lambda guess: (micro_f1(truths, guess), frequency[guess]))
+    best = max(frequency, key=lambda guess: (micro_f1(truths, [guess] * len(truths)), frequency[guess]))
     return Counter(t for t, truth in zip(targets, truths) if truth == best).most_common(1)[0][0]
 
 
@@ -67,11 +70,12 @@ def shuffled_gold_gap(samples: Sequence[dict], predictions: Sequence[str | None]
     Returns ``point`` (the gap), ``own`` and ``shuffled`` (the two scores) and ``share_shuffled_at_least``:
     the share of shuffles that scored at least as well as the real pairing.
     """
-    def score(references: Sequence[dict]) -> float:
-        return reportmetrics.label_f1(reportmetrics.count_table(references, predictions), "chexpert")["micro_f1"]
-
-    own, rng = score(samples), np.random.default_rng(seed)
-    scores = [score([samples[i] for i in rng.permutation(len(samples))]) for _ in range(n_shuffles)]
+    if len(samples) != len(predictions):
+        raise ValueError(f"{len(samples)} samples but {len(predictions)} predictions; pass one per sample")
+    truths = [_positives(target_of(s)) for s in samples]
+    guesses = [_positives(p) for p in predictions]
+    own, rng = micro_f1(truths, guesses), np.random.default_rng(seed)
+    scores = [micro_f1([truths[i] for i in rng.permutation(len(truths))], guesses) for _ in range(n_shuffles)]
     shuffled = float(np.mean(scores))
     return {"point": own - shuffled, "own": own, "shuffled": shuffled,
             "share_shuffled_at_least": float(np.mean([s >= own for s in scores]))}
@@ -81,7 +85,7 @@ def retrieval_reports(model: Any, processor: Any, train: list[dict], test: list[
                       progress: bool = True) -> list[str]:
     """For each test sample, the stage-B training report whose image is nearest by cosine of the frozen
     base model's pooled image features."""
-    reference = [s for s in train if s.get("metadata", {}).get("mode") == "image_ehr"]
+    reference = of_mode(train, "image_ehr")
     path = lambda s: Path(image_root) / controls.image_parts(s)[-1]["image_path"]
     train_x = features.image_features(model, processor, [path(s) for s in reference], progress=progress)
     test_x = features.image_features(model, processor, [path(s) for s in test], progress=progress)

@@ -236,7 +236,7 @@ def test_the_constant_report_is_the_block_that_scores_best_not_the_most_frequent
     train = [_report(normal)] * 4 + [_report(effusion, impression="e")] * 3 + [_report(both, impression="b")] * 3
     train.append({**_report(effusion, impression="image only"), "metadata": {"mode": "image_only"}})
     # micro-F1 against all ten: "No Finding" 8/23 = 0.35, effusion 12/23 = 0.52, effusion + cardiomegaly 18/33 = 0.55
-    assert baselines.micro_f1([frozenset({"No Finding"})] * 4, frozenset({"No Finding"})) == 1.0
+    assert baselines.micro_f1([frozenset({"No Finding"})] * 4, [frozenset({"No Finding"})] * 4) == 1.0
     chosen = baselines.constant_report(train)
     assert chosen == baselines.target_of(_report(both, impression="b"))
     tied = [_report(effusion, impression="e1")] * 2 + [_report(effusion, impression="e2")] * 3
