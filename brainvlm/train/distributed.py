@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import gc
 import os
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,12 +74,32 @@ def shutdown() -> None:
 
     A process that exits while a group or an object holding it is still alive destroys them at interpreter
     exit, in no set order, where the backend's threads can abort the process (``terminate called without an
-    active exception``). Callers drop their references to the model before calling this.
+    active exception``). Callers drop their references to the model before calling this; ``process_group``
+    does it for an exception's frames too.
     """
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         gc.collect()
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group() -> Iterator[None]:
+    """Join the process group for the ``with`` block and leave it (``shutdown``) when the block ends, however.
+
+    An exception raised in the block (``TrainingInterrupted``, an error) carries a traceback whose frames still
+    hold the model, and through it the group: their locals are cleared (``traceback.clear_frames``; the
+    traceback still prints) before the group is destroyed, so nothing that holds the group outlives it into
+    interpreter exit. The block itself drops its own references to the model before it ends.
+    """
+    init_distributed()
+    try:
+        yield
+    except BaseException as exc:
+        traceback.clear_frames(exc.__traceback__)
+        raise
+    finally:
+        shutdown()
 
 
 def local_device() -> torch.device:

@@ -27,22 +27,22 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    distributed.init_distributed()
-    samples = json.loads(Path(args.samples).read_text(encoding="utf-8"))
-    model, processor = loader.load(args.base)
-    model = lora.add_lora(model, r=4, alpha=8, seed=0)
-    collator = collate.Collator(processor, collate.CollateConfig(image_root=args.images, view=ViewConfig(size=32)))
-    stages = [train_config.Stage("a", samples[:16], samples[16:], max_steps=4),
-              train_config.Stage("b", samples[8:], samples[16:], max_steps=3, lr=5.0e-4)]
-    config = train_config.TrainConfig(output_dir=args.out, batch_size=2, lr=2.0e-3, save_every=2, eval_every=2,
-                                  progress=False)
-    try:
-        fit.fit(model, collator, stages, config, resume=args.resume, stop_after=args.stop_after)
-    except fit.TrainingInterrupted as stop:
-        print(f"interrupted: {stop}")
-    print(f"sharded: {distributed.is_sharded(model)}")
-    del model, collator  # the FSDP2 modules hold the process group: release them before it is destroyed
-    distributed.shutdown()
+    with distributed.process_group():  # as ``brainvlm train`` runs a fit
+        samples = json.loads(Path(args.samples).read_text(encoding="utf-8"))
+        model, processor = loader.load(args.base)
+        model = lora.add_lora(model, r=4, alpha=8, seed=0)
+        collator = collate.Collator(processor, collate.CollateConfig(image_root=args.images,
+                                                                     view=ViewConfig(size=32)))
+        stages = [train_config.Stage("a", samples[:16], samples[16:], max_steps=4),
+                  train_config.Stage("b", samples[8:], samples[16:], max_steps=3, lr=5.0e-4)]
+        config = train_config.TrainConfig(output_dir=args.out, batch_size=2, lr=2.0e-3, save_every=2,
+                                          eval_every=2, progress=False)
+        try:
+            fit.fit(model, collator, stages, config, resume=args.resume, stop_after=args.stop_after)
+        except fit.TrainingInterrupted as stop:
+            print(f"interrupted: {stop}")
+        print(f"sharded: {distributed.is_sharded(model)}")
+        del model, collator  # the FSDP2 modules hold the process group: released before it is destroyed
     return 0
 
 

@@ -7,6 +7,8 @@ import os
 import re
 import subprocess
 import sys
+import traceback
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +224,25 @@ def test_fit_with_length_grouping_trains(setup, tmp_path):
                                   group_by_length=True)
     result = fit.fit(model, collator, [train_config.Stage("a", samples[:16], samples[16:], max_steps=4)], config)
     assert result.steps == 4 and (tmp_path / "adapter" / "trainable.safetensors").is_file()
+
+
+def test_an_interrupted_fit_holds_nothing_past_the_end_of_its_process_group(monkeypatch):
+    """The frames of an exception raised in ``process_group``'s block hold the model (and, sharded, the group
+    through it): they are cleared before ``shutdown`` destroys the group, and the traceback still names them."""
+    held = []
+
+    def train():
+        model = torch.nn.Linear(2, 2)
+        held.append(weakref.ref(model))
+        raise fit.TrainingInterrupted("stopped after step 6 (stop_after)")
+
+    alive_at_shutdown = []
+    monkeypatch.setattr(distributed, "shutdown", lambda: alive_at_shutdown.append(held[0]() is not None))
+    with pytest.raises(fit.TrainingInterrupted) as raised:
+        with distributed.process_group():
+            train()
+    assert alive_at_shutdown == [False]
+    assert "raise fit.TrainingInterrupted" in "".join(traceback.format_tb(raised.value.__traceback__))
 
 
 SHARDED_ENV = {"fsdp": {"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "true"},

@@ -84,15 +84,12 @@ def _train(args: argparse.Namespace, params: dict) -> int:
     from brainvlm.train import distributed
 
     run_dir = Path(args.run_dir) if args.run_dir else reports_dir() / (args.run or Path(args.params).stem)
-    distributed.init_distributed()
-    rank, size = distributed.world()
-    try:
+    with distributed.process_group():
+        rank, size = distributed.world()
         trained = study_module(args.study).train(params, args.task, run_dir, name=args.name, resume=args.resume,
                                                  stop_after=args.stop_after, progress=not args.no_progress)
         described = _describe(trained, args.task, size) if rank == 0 else ""
         del trained  # its model holds the process group (FSDP2, DeepSpeed): released before the group goes
-    finally:
-        distributed.shutdown()
     if rank == 0:
         print(described)
     return 0
