@@ -238,9 +238,8 @@ def test_an_interrupted_fit_holds_nothing_past_the_end_of_its_process_group(monk
 
     alive_at_shutdown = []
     monkeypatch.setattr(distributed, "shutdown", lambda: alive_at_shutdown.append(held[0]() is not None))
-    with pytest.raises(fit.TrainingInterrupted) as raised:
-        with distributed.process_group():
-            train()
+    with pytest.raises(fit.TrainingInterrupted) as raised, distributed.process_group():
+        train()
     assert alive_at_shutdown == [False]
     assert "raise fit.TrainingInterrupted" in "".join(traceback.format_tb(raised.value.__traceback__))
 
