@@ -316,7 +316,7 @@ gaps = {name: baselines.shuffled_gold_gap(test, systems[name], seed)
                      "constant report")}
 display(pd.DataFrame(gaps).T.rename(columns={"point": "own − shuffled", "share_shuffled_at_least":
                                              "share of shuffles ≥ own"}).round(3))
-print("constant report:", systems["constant report"][0].replace("\n", " | "))
+print("constant report:", *systems["constant report"][0].splitlines(), sep="\n  ")
 print("distinct mean-image answers:", len(set(systems["curriculum · mean image, EHR on"])), "of", len(test))
 
 # %% [markdown]
