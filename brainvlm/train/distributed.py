@@ -23,6 +23,7 @@ global batch (the loss is divided by the global count of answer tokens):
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import os
 import traceback
@@ -91,7 +92,12 @@ def process_group() -> Iterator[None]:
     hold the model, and through it the group: their locals are cleared (``traceback.clear_frames``; the
     traceback still prints) before the group is destroyed, so nothing that holds the group outlives it into
     interpreter exit. The block itself drops its own references to the model before it ends.
+
+    A rank that dies on a signal (an abort in a backend's thread, a segmentation fault) prints the Python
+    stack of every thread to stderr (``faulthandler``), which torchrun shows with the failed rank.
     """
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
     init_distributed()
     try:
         yield

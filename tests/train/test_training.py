@@ -228,7 +228,8 @@ def test_fit_with_length_grouping_trains(setup, tmp_path):
 
 def test_an_interrupted_fit_holds_nothing_past_the_end_of_its_process_group(monkeypatch):
     """The frames of an exception raised in ``process_group``'s block hold the model (and, sharded, the group
-    through it): they are cleared before ``shutdown`` destroys the group, and the traceback still names them."""
+    through it): they are cleared before ``shutdown`` destroys the group, and the traceback still names them.
+    The block also turns on ``faulthandler``, so a rank that aborts prints where its threads were."""
     held = []
 
     def train():
@@ -238,9 +239,13 @@ def test_an_interrupted_fit_holds_nothing_past_the_end_of_its_process_group(monk
 
     alive_at_shutdown = []
     monkeypatch.setattr(distributed, "shutdown", lambda: alive_at_shutdown.append(held[0]() is not None))
+    monkeypatch.setattr(distributed.faulthandler, "is_enabled", lambda: False)  # as in a new rank
+    enabled = []
+    monkeypatch.setattr(distributed.faulthandler, "enable", lambda: enabled.append(True))
     with pytest.raises(fit.TrainingInterrupted) as raised, distributed.process_group():
         train()
     assert alive_at_shutdown == [False]
+    assert enabled == [True]  # a rank killed by a signal shows its threads' stacks
     assert "raise fit.TrainingInterrupted" in "".join(traceback.format_tb(raised.value.__traceback__))
 
 
