@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jupytext
-
 from brainvlm.app import yaml_strict
 from brainvlm.core.paths import NOTEBOOKS_DIR
 
@@ -87,10 +85,20 @@ def run_notebooks(params: dict[str, Any], every: list[Notebook], only: str | Non
     return mine, chosen
 
 
+def read_notebook(path: Path):
+    """A notebook's ``.py`` source as jupytext reads it.
+
+    jupytext is imported here, not with this module: through nbformat it loads jsonschema's format checkers,
+    about 1.5 s, which a notebook kernel the runner started never needs (``run_folder.open_notebook``).
+    """
+    import jupytext
+
+    return jupytext.read(path)
+
+
 def parameter_declarations(path: Path) -> dict[str, tuple[str | None, Any]]:
     """``name -> (annotation, literal default)`` of a notebook's ``parameters`` cell, in order of declaration."""
-    notebook = jupytext.read(path)
-    cells = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    cells = [c for c in read_notebook(path).cells if "parameters" in c.metadata.get("tags", [])]
     if len(cells) != 1:
         raise ParamsError(f"{path.name}: expected exactly one cell tagged 'parameters', found {len(cells)}")
     declared: dict[str, tuple[str | None, Any]] = {}
@@ -267,7 +275,7 @@ def notebook_needs(notebook: Notebook, notebooks: list[Notebook]) -> list[str]:
     Raises:
         ParamsError: a declared notebook that does not exist or does not come before ``notebook``.
     """
-    cells = [c for c in jupytext.read(notebook.path).cells if c.cell_type == "markdown"]
+    cells = [c for c in read_notebook(notebook.path).cells if c.cell_type == "markdown"]
     match = NEEDS_LINE.search(cells[0].source) if cells else None
     wanted = NEEDED.findall(match.group(1)) if match else []
     known = {**{nb.number: nb for nb in notebooks}, **{nb.name: nb for nb in notebooks}}

@@ -79,14 +79,17 @@ def open_notebook(run_dir: str | Path, notebook: str, namespace: dict[str, Any])
     """The run folder of a notebook (``resolve_run_dir``), checked to fit the parameters in ``namespace``.
 
     By hand, the folder is also marked running. Call it at the top of a notebook with ``globals()``.
+    Under the runner the check is the runner's: it checked these values (the notebook's defaults overlaid by
+    the params it injects) against the folder before it started the kernel (``runner.run``).
     """
     folder = resolve_run_dir(run_dir)
+    if under_runner():
+        return folder
     check_fits(folder, notebook_params(notebook, namespace), f"{notebook} as it runs now")
-    if not under_runner():
-        from brainvlm.app.run_status import mark_started
+    from brainvlm.app.run_status import mark_started
 
-        _STARTED[notebook] = time.perf_counter()
-        mark_started(folder, [notebook])
+    _STARTED[notebook] = time.perf_counter()
+    mark_started(folder, [notebook])
     return folder
 
 
