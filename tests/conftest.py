@@ -1,9 +1,10 @@
 """Shared fixtures, and how the suite shares the machine when it runs on two workers.
 
-The runner executes params/ci.yaml once per test session; tests read its outputs. On two
-pytest-xdist workers (``-n 2 --dist loadgroup --no-loadscope-reorder``, as ``make test`` runs it)
-every test file is one unit of work, and every test that reads the ci run is in one unit with it, so the
-run is made once. Each test gets its share of the cores as torch threads (one per worker on two cores),
+The runner executes params/ci.yaml once per test session; tests read its outputs. JupyterLab runs notebook
+01 once (Run All in chromium); the browser test and the brain study's evidence test read its run. On two
+pytest-xdist workers (``-n 2 --dist loadgroup --no-loadscope-reorder``, as ``make test`` runs it) every test
+file is one unit of work, and every test that reads a shared run is in one unit with it, so each run is made
+once. Each test gets its share of the cores as torch threads (one per worker on two cores),
 the studies' evidence tests included: their defaults hold at any thread count, so they share the machine.
 """
 
@@ -44,22 +45,32 @@ def ci_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lab_run(tmp_path_factory):
+    """Notebook 01 by Run All in JupyterLab, once (``jupyterlab_session``): the browser test checks what a person
+    sees, and the brain study's evidence test goes on from its run folder with notebook 04."""
+    from jupyterlab_session import run_all_in_jupyterlab
+
+    return run_all_in_jupyterlab(tmp_path_factory.mktemp("lab"))
+
+
+@pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT_ROOT
 
 
-def run_default(tmp_path_factory, only: str) -> tuple[Path, float]:
+def run_default(tmp_path_factory, only: str, reports: Path | None = None) -> tuple[Path, float]:
     """Run the notebooks ``only`` (``"01,04"``) as stored, as JupyterLab's Run All does: the committed notebook,
     nothing injected, its kernel (the one the notebook names) started in ``notebooks/``. Their interactive run
-    folder goes under a temporary reports root (``BRAINVLM_REPORTS_DIR``), never a person's ``reports/``.
-    Returns the run folder and the seconds it took."""
+    folder goes under a reports root (``BRAINVLM_REPORTS_DIR``; a new temporary one unless ``reports`` names one
+    that earlier notebooks of the run wrote), never a person's ``reports/``. Returns the run folder and the
+    seconds it took."""
     import papermill
 
     from brainvlm.app.params import find_notebook
     from brainvlm.app.runner import kernel_environment
     from brainvlm.core.paths import NOTEBOOKS_DIR
 
-    reports = tmp_path_factory.mktemp("reports")
+    reports = reports or tmp_path_factory.mktemp("reports")
     executed = tmp_path_factory.mktemp("executed")
     start = time.perf_counter()
     with kernel_environment({"BRAINVLM_REPORTS_DIR": str(reports)}):
@@ -86,9 +97,14 @@ def meets_default_expectations(folder: Path, notebook: str, prefix: str) -> dict
     return metrics
 
 
+SHARED_RUNS = ("ci_run", "lab_run")  # session fixtures whose readers must share a worker with them
+
+
 def work_unit(item: pytest.Item) -> str:
-    """The unit an xdist worker runs whole: the ci run with its readers, else the test's file."""
-    return "ci_run" if "ci_run" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+    """The unit an xdist worker runs whole: a shared run (the ci run, JupyterLab's Run All of 01) with its
+    readers, else the test's file."""
+    fixtures = getattr(item, "fixturenames", ())
+    return next((name for name in SHARED_RUNS if name in fixtures), item.nodeid.split("::")[0])
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -1,5 +1,6 @@
-"""The brain study's embedded default learns from the images: notebooks 01 and 04 run as stored (Run All in
-JupyterLab) meet every `brain.` expectation of notebook 04's parameters cell.
+"""The brain study's embedded default learns from the images: notebook 01 by Run All in JupyterLab (the
+browser test's run, ``lab_run``), then notebook 04 run as stored in the same interactive run folder, meet every
+`brain.` expectation of notebook 04's parameters cell.
 
 It shares the machine like every test (torch on its worker's share of the cores): the default holds at any
 thread count.
@@ -15,8 +16,9 @@ from brainvlm.studies import controls
 
 
 @pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    return run_default(tmp_path_factory, "01,04")[0]
+def default_run(lab_run, tmp_path_factory):
+    lab_run.check_ran()
+    return run_default(tmp_path_factory, "04", reports=lab_run.reports)[0]
 
 
 @pytest.mark.slow
