@@ -26,10 +26,13 @@ from __future__ import annotations
 import faulthandler
 import gc
 import os
+import sys
 import traceback
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,24 +67,86 @@ def world() -> tuple[int, int]:
 def init_distributed() -> None:
     """Join the process group that torchrun (or accelerate launch) describes in the environment."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        # Its functions take ``group=group.WORLD`` as a default, evaluated at import. Imported once the group
+        # exists (loading a model imports ``torch.distributed.fsdp``, which imports it), they would hold the
+        # group for the life of the process, past ``destroy_process_group``.
+        import torch.distributed.nn.functional
+
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
 def shutdown() -> None:
-    """Leave the process group, in order: every rank done with its collectives (a barrier), the objects that hold
-    the group (FSDP2 modules, device meshes, optimizer wrappers) released, then the group destroyed.
+    """Leave the process group while the interpreter is alive: every rank done with its collectives (a barrier),
+    what holds the group released (DTensor's caches, then a garbage collection), the group destroyed, and a
+    warning if its threads still run.
 
-    A process that exits while a group or an object holding it is still alive destroys them at interpreter
-    exit, in no set order, where the backend's threads can abort the process (``terminate called without an
-    active exception``). Callers drop their references to the model before calling this; ``process_group``
-    does it for an exception's frames too.
+    A group that something still holds outlives ``destroy_process_group``: it is destroyed, and its backend
+    threads joined, during interpreter exit, where a backend thread that reaches for the interpreter aborts the
+    process (``terminate called without an active exception``). Callers drop their references to the model
+    before calling this; ``process_group`` does it for an exception's frames too. DeepSpeed ZeRO-3 engines are
+    the exception: their hooks keep them, and their groups, alive until the process ends.
     """
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+        clear_dtensor_caches()
         gc.collect()
         dist.destroy_process_group()
+        warn_of_group_threads()
+
+
+def clear_dtensor_caches() -> None:
+    """Empty the caches DTensor keeps for the life of the process, so that no device mesh outlives the model.
+
+    DTensor memoizes its sharding decisions, redistribution plans and mesh topologies, keyed on or holding the
+    FSDP2 parameters' specs, each of which holds the device mesh, which holds the process group: without this,
+    a group an FSDP2 model ever used outlives ``destroy_process_group`` and is destroyed, its gloo threads
+    joined, during interpreter exit. The caches and the calls that clear them are torch's own, and private
+    (torch 2.13, the locked version): a missing one is skipped, and ``warn_of_group_threads`` (and the sharded
+    tests, which require no group thread after ``shutdown``) show when a newer torch keeps the group alive.
+    """
+    if "torch.distributed.tensor" not in sys.modules:
+        return  # no DTensor was ever made
+    from torch.distributed.tensor import _collective_utils, _redistribute, debug
+
+    clears = [getattr(debug, "_clear_sharding_prop_cache", None),  # op sharding: Python cache and fast path
+              getattr(_redistribute, "clear_redistribute_planner_cache", None),
+              getattr(getattr(_redistribute, "_gen_transform_infos", None), "cache_clear", None),
+              getattr(getattr(getattr(_collective_utils, "MeshTopoInfo", None), "build_from_mesh", None),
+                      "cache_clear", None)]
+    for clear in clears:
+        if clear is not None:
+            clear()
+
+
+GROUP_THREADS = ("pt_gloo", "gloo_", "pt_nccl")  # the names c10d and gloo give their threads
+
+
+def group_threads() -> list[str]:
+    """The names of this process's threads that belong to a process group's backend (gloo's run loops and
+    transport loop, NCCL's watchdog), read from ``/proc`` ([] where there is none)."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return []
+    names = []
+    for task in tasks.iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:  # the thread ended while we looked
+            continue
+    return sorted(name for name in names if name.startswith(GROUP_THREADS))
+
+
+def warn_of_group_threads() -> None:
+    """Warn when the group's threads outlive its destruction: something still holds the group."""
+    left = group_threads()
+    if left:
+        warnings.warn(f"{len(left)} threads of the process group still run after it was destroyed "
+                      f"({', '.join(left)}): an object still holds the group (a model, an optimizer, a device "
+                      "mesh, a DeepSpeed engine). They end at interpreter exit, where a backend thread can abort "
+                      "the process ('terminate called without an active exception'); release those objects "
+                      "before the process group's block ends.", RuntimeWarning, stacklevel=3)
 
 
 @contextmanager

@@ -43,6 +43,7 @@ def main() -> int:
             print(f"interrupted: {stop}")
         print(f"sharded: {distributed.is_sharded(model)}")
         del model, collator  # the FSDP2 modules hold the process group: released before it is destroyed
+    print(f"group threads after the block: {distributed.group_threads()}")  # none may run into interpreter exit
     return 0
 
 

@@ -137,8 +137,10 @@ EXPECTED_MODE = {"torchrun": "data_parallel", "fsdp_zero3": "fsdp", "fsdp_zero2"
                  "deepspeed_zero2": "deepspeed", "deepspeed_zero3": "deepspeed"}
 
 
-def train_cli(ci_run: Path, params: dict, launcher: list[str], name: str, tmp_path: Path) -> str:
-    """Run ``python -m brainvlm train`` under a launcher; returns its stdout."""
+def train_cli(ci_run: Path, params: dict, launcher: list[str], name: str, tmp_path: Path,
+              group_outlives: bool = False) -> str:
+    """Run ``python -m brainvlm train`` under a launcher; returns its stdout. Unless ``group_outlives`` (DeepSpeed,
+    whose engines keep their groups), no thread of a process group may outlive its destruction."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(params))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
@@ -146,6 +148,7 @@ def train_cli(ci_run: Path, params: dict, launcher: list[str], name: str, tmp_pa
                "--run-dir", str(ci_run), "--name", name, "--no-progress"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert group_outlives or "threads of the process group still run" not in done.stderr, done.stderr[-3000:]
     return done.stdout
 
 
@@ -170,7 +173,8 @@ def test_two_processes_equal_one_process(launcher, ci_run, one_process_adapter, 
     base = yaml.safe_load((PARAMS_DIR / "ci.yaml").read_text())
     params = {**base, "brain_max_steps": 3, "brain_epochs": 1.0, "brain_save_every": 0, "brain_eval_every": 0,
               "brain_batch_size": 2}
-    out = train_cli(ci_run, params, TWO_PROCESSES[launcher], f"launch_{launcher}", tmp_path)
+    out = train_cli(ci_run, params, TWO_PROCESSES[launcher], f"launch_{launcher}", tmp_path,
+                    group_outlives=EXPECTED_MODE[launcher] == "deepspeed")
     assert f"on 2 process(es) ({EXPECTED_MODE[launcher]})" in out
     state = load_tensors(ci_run / "models" / f"launch_{launcher}" / "adapter" / "trainable.safetensors")
     assert_same_state(one_process_adapter, state, atol=1e-5)
@@ -249,6 +253,29 @@ def test_an_interrupted_fit_holds_nothing_past_the_end_of_its_process_group(monk
     assert "raise fit.TrainingInterrupted" in "".join(traceback.format_tb(raised.value.__traceback__))
 
 
+def test_the_threads_of_a_process_group_are_seen_while_it_lives_and_end_with_it():
+    """``group_threads`` names gloo's threads (so the sharded tests' check can fail), and a group nothing else
+    holds takes them with it when destroyed."""
+    import torch.distributed as dist
+
+    before = distributed.group_threads()
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        dist.all_reduce(torch.ones(2))
+        during = distributed.group_threads()
+    finally:
+        dist.destroy_process_group()
+    assert before == [] and distributed.group_threads() == []
+    assert "pt_gloo_runloop" in during and "gloo_tcp_loop" in during
+
+
+def test_threads_that_outlive_their_group_are_warned_of(monkeypatch):
+    monkeypatch.setattr(distributed, "group_threads", lambda: ["gloo_tcp_loop", "pt_gloo_runloop"])
+    with pytest.warns(RuntimeWarning, match=re.escape("2 threads of the process group still run after it was "
+                                                      "destroyed (gloo_tcp_loop, pt_gloo_runloop)")):
+        distributed.warn_of_group_threads()
+
+
 SHARDED_ENV = {"fsdp": {"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "true"},
                "deepspeed_zero3": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}}
 
@@ -269,6 +296,9 @@ def test_sharded_two_stage_fit_resumes_exactly_and_equals_one_process(mode, setu
         done = subprocess.run([*script, "--out", str(tmp_path / out), *extra], env=env, capture_output=True,
                               text=True, timeout=300, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
+        if mode == "fsdp":  # no thread of the group runs into interpreter exit, where it can abort the rank
+            assert done.stdout.count("group threads after the block: []") == 2, done.stdout[-3000:]
+            assert "threads of the process group still run" not in done.stderr, done.stderr[-3000:]
         return done.stdout
 
     straight_out = launch("straight")
