@@ -125,7 +125,8 @@ GROUP_THREADS = ("pt_gloo", "gloo_", "pt_nccl")  # the names c10d and gloo give 
 
 def group_threads() -> list[str]:
     """The names of this process's threads that belong to a process group's backend (gloo's run loops and
-    transport loop, NCCL's watchdog), read from ``/proc`` ([] where there is none)."""
+    transport loop, NCCL's watchdog), read from ``/proc`` ([] where there is none). A thread names itself when
+    it first runs, so one just started may not be listed yet; one that outlived its group long since has."""
     tasks = Path("/proc/self/task")
     if not tasks.is_dir():
         return []

@@ -266,7 +266,9 @@ def test_the_threads_of_a_process_group_are_seen_while_it_lives_and_end_with_it(
     finally:
         dist.destroy_process_group()
     assert before == [] and distributed.group_threads() == []
-    assert "pt_gloo_runloop" in during and "gloo_tcp_loop" in during
+    # a thread names itself when it first runs: a run loop has (it ran the all_reduce); the transport's loop
+    # (gloo_tcp_loop), idle with one rank, may not have run yet on a busy machine
+    assert "pt_gloo_runloop" in during
 
 
 def test_threads_that_outlive_their_group_are_warned_of(monkeypatch):
