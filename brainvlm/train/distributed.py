@@ -85,8 +85,8 @@ def shutdown() -> None:
     A group that something still holds outlives ``destroy_process_group``: it is destroyed, and its backend
     threads joined, during interpreter exit, where a backend thread that reaches for the interpreter aborts the
     process (``terminate called without an active exception``). Callers drop their references to the model
-    before calling this; ``process_group`` does it for an exception's frames too. DeepSpeed ZeRO-3 engines are
-    the exception: their hooks keep them, and their groups, alive until the process ends.
+    before calling this; ``process_group`` does it for an exception's frames too. DeepSpeed engines (ZeRO-2
+    and ZeRO-3) are the exception: their hooks keep them, and their groups, alive until the process ends.
     """
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
