@@ -45,12 +45,17 @@ def recorded_params(run_dir: Path) -> dict[str, dict[str, Any]]:
     return dict(read_json(path).get("notebook_params") or {})
 
 
+# Not compared: where the folder is, and each notebook's expectations (its own claims about its results, which
+# differ from notebook to notebook and change no file a notebook writes).
+NOT_COMPARED = ("run_dir", "expect")
+
+
 def conflicts(run_dir: Path, params: dict[str, Any]) -> list[str]:
     """``key: recorded (notebook) != new`` for every parameter an earlier notebook ran with another value."""
     found = []
     for notebook, earlier in recorded_params(run_dir).items():
         for key, value in params.items():
-            if key in earlier and key != "run_dir" and earlier[key] != value:
+            if key in earlier and key not in NOT_COMPARED and earlier[key] != value:
                 found.append(f"{key} = {earlier[key]!r} ({notebook}) != {value!r}")
     return sorted(set(found))
 

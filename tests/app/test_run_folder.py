@@ -56,6 +56,20 @@ def test_notebooks_run_by_hand_keep_a_normal_run_folder(by_hand, tmp_path):
         run_folder.open_notebook(str(folder), "04_train_lora", {"seed": 1})
 
 
+def test_each_notebook_keeps_its_own_expectations_in_one_folder(by_hand, tmp_path):
+    """``make run`` again, or ``--only 05`` into the default's folder: every notebook declares its own ``expect``,
+    and none of them is a parameter the other notebooks ran with."""
+    folder = tmp_path / "default"
+    brain = {"seed": 0, "expect": {"brain.test_accuracy": ">= 0.90"}}
+    opened = run_folder.open_notebook(str(folder), "04_train_lora", brain)
+    run_folder.close_notebook(opened, "04_train_lora", brain)
+    report = {"seed": 0, "expect": {"report.f1_cardiomegaly": ">= 0.6"}}
+    assert run_folder.open_notebook(str(folder), "05_train_report_curriculum", report) == opened
+    assert run_folder.conflicts(folder, {**brain, "expect": {}}) == []  # 04 again, its expectations edited
+    with pytest.raises(run_folder.RunFolderError, match=r"seed = 0 \(04_train_lora\) != 1"):
+        run_folder.open_notebook(str(folder), "05_train_report_curriculum", {**report, "seed": 1})
+
+
 def test_the_runner_refuses_a_folder_made_with_other_parameters(tmp_path):
     run(PARAMS_DIR / "ci.yaml", run_name="one", reports_dir=tmp_path, only="01")
     before = (tmp_path / "one" / "data" / "manifest.json").read_bytes()
