@@ -110,15 +110,16 @@ def run_all_in_jupyterlab(folder: Path) -> LabRun:
     command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                f"--IdentityProvider.token={token}", f"--notebook-dir={checkout}", "--allow-root"]
     log = folder / "lab.log"
-    server = subprocess.Popen(command, cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     screenshot = folder / "jupyterlab_01_run_all.png"
-    try:
-        wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", server)
-        done = subprocess.run(["node", str(HERE / "run_all.mjs"),
-                               f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK}?token={token}", str(screenshot), "400"],
-                              cwd=HERE, capture_output=True, text=True, timeout=480, check=False)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with open(log, "w") as server_log:
+        server = subprocess.Popen(command, cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=server_log)
+        try:
+            wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", server)
+            done = subprocess.run(["node", str(HERE / "run_all.mjs"),
+                                   f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK}?token={token}", str(screenshot),
+                                   "400"], cwd=HERE, capture_output=True, text=True, timeout=480, check=False)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
     return LabRun(checkout, folder / "reports", screenshot, done.returncode, done.stdout, done.stderr,
                   log.read_text())
